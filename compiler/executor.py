@@ -93,13 +93,19 @@ def _reshape(x: np.ndarray, shape: np.ndarray) -> np.ndarray:
     return x.reshape(target)
 
 
-def _run_node(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
+def run_node(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
     a = node.attrs
     x = args[0]
     match node.op:
         case "Conv":
             return conv2d(
-                x, args[1], args[2] if len(args) > 2 else None, a["strides"], a["pads"], a["dilations"], a["group"],
+                x,
+                args[1],
+                args[2] if len(args) > 2 else None,
+                a["strides"],
+                a["pads"],
+                a["dilations"],
+                a["group"],
                 a.get("pad_value"),
             )
         case "BatchNorm":
@@ -160,7 +166,7 @@ def run(graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray, keep: bool = F
         env[name] = np.asarray(value, dtype=np.float64)
     for node in graph.nodes:
         args = [env[t] if t else None for t in node.inputs]
-        env[node.outputs[0]] = np.asarray(_run_node(node, args))
+        env[node.outputs[0]] = np.asarray(run_node(node, args))
     wanted = env if keep else {k: env[k] for k in graph.outputs}
     return {k: np.asarray(v, dtype=np.float32) for k, v in wanted.items()}
 

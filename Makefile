@@ -1,0 +1,47 @@
+# Two commands for users and CI: `make demo` and `make test`. Each sets up what it
+# needs (Debian packages, .venv, pinned Python packages) and is safe to rerun.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mfnc-installed
+
+# Cross compilers and emulators used by the firmware, TVM and HIL stages.
+DEBIAN_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi gcc-aarch64-linux-gnu g++-aarch64-linux-gnu \
+	qemu-system-arm qemu-user socat
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint setup system-packages clean
+
+demo: setup
+	$(PY) -m compiler build --target rk3399 --model mobilefacenet
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if ! command -v apt-get >/dev/null; then echo "error: missing packages ($$missing) and no apt-get: install them by hand" >&2; exit 2; fi; \
+		echo "installing Debian packages:" $$missing; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

@@ -1,0 +1,153 @@
+"""Command line: `python -m compiler <command>` (console script `mfnc`).
+
+Follows DESIGN section 8: `--json FILE|-` on every command, human output on stderr,
+one-line errors and the documented exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from compiler import __version__, ui
+from compiler.errors import MfncError
+
+
+def _add_json(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="FILE", help="write the machine-readable result to FILE ('-' for stdout)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mfnc",
+        description="Edge deployment compiler for MobileFaceNet face-verification networks.",
+    )
+    parser.add_argument("--version", action="version", version=f"mfnc {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("targets", help="list the target catalogue and what works here")
+    _add_json(p)
+
+    p = sub.add_parser("inspect", help="per-layer table of a model: op, shapes, params, MACs")
+    p.add_argument(
+        "--model", required=True, help="model file (.onnx, .keras, .h5, .tflite, SavedModel dir) or family name"
+    )
+    p.add_argument("--all", action="store_true", help="list every node, not only conv/linear layers")
+    _add_json(p)
+
+    p = sub.add_parser("build", help="compile a model for a target and write its report")
+    p.add_argument("--target", required=True, help="catalogue name (see `targets`) or path to a target .toml")
+    p.add_argument(
+        "--backend", default="auto", choices=["auto", "c", "tvm", "rknn"], help="code generator (default: auto)"
+    )
+    p.add_argument("--model", default="default", help="model file or family name (default: the shipped trained model)")
+    p.add_argument("--preprocess", default="paper", help="paper (default), imagenet, or rgb|bgr:MR,MG,MB:SR,SG,SB")
+    p.add_argument("--calib", type=Path, help="folder of aligned face images (also used as real inputs for checks)")
+    p.add_argument("--out", type=Path, help="output folder (default: build/<target>/)")
+    _add_json(p)
+    return parser
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from compiler.targets import list_targets, target_status
+
+    rows = []
+    for target in list_targets():
+        rows.append({"name": target.name, "description": target.description, **target_status(target)})
+    table = Table(title="mfnc targets")
+    for column in ("target", "status", "backends", "emulated by", "notes"):
+        table.add_column(column)
+    colour = {"emulated": "green", "supported": "cyan", "unsupported": "red"}
+    for row in rows:
+        status = f"[{colour.get(row['status'], 'white')}]{row['status']}[/]"
+        table.add_row(
+            row["name"], status, ", ".join(row["backends"]) or "-", row.get("emulation") or "-", row.get("reason", "")
+        )
+    ui.console.print(table)
+    ui.emit_json(args.json, {"targets": rows})
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from compiler.frontend import load_model
+    from compiler.passes import apply_passes
+    from compiler.summary import summarize
+
+    with ui.step(f"ingesting {args.model}"):
+        model = load_model(args.model)
+    summary = summarize(apply_passes(model.graph))
+    summary["model"] = model.name
+    summary["sha256"] = model.sha256
+    table = Table(title=f"{model.name}  (after BatchNorm folding)")
+    for column, justify in (
+        ("#", "right"),
+        ("layer", "left"),
+        ("op", "left"),
+        ("kernel", "left"),
+        ("in", "left"),
+        ("out", "left"),
+        ("params", "right"),
+        ("MACs", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for i, row in enumerate(summary["layers"]):
+        if not args.all and not row["macs"]:
+            continue
+        shape = lambda s: "x".join(str(d) for d in s[1:])  # noqa: E731
+        kernel = "x".join(str(k) for k in row.get("kernel", [])) or "-"
+        table.add_row(
+            str(i),
+            row["name"],
+            row["kind"],
+            kernel,
+            shape(row["input_shape"]),
+            shape(row["output_shape"]),
+            f"{row['params']:,}",
+            f"{row['macs']:,}",
+        )
+    ui.console.print(table)
+    ui.info(
+        f"total: {summary['params']:,} params ({summary['params'] / 1e6:.3f} M), "
+        f"{summary['macs']:,} MACs ({summary['macs'] / 1e6:.1f} M)"
+    )
+    ui.emit_json(args.json, summary)
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from compiler.build import BuildOptions, build
+    from compiler.report_view import print_build_report
+
+    report = build(BuildOptions(args.target, args.model, args.backend, args.preprocess, args.calib, args.out))
+    print_build_report(report)
+    ui.emit_json(args.json, report)
+    return 0
+
+
+COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MfncError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # our bug: say so in one line, keep the traceback behind --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug and report it", file=sys.stderr)
+        return 1
