@@ -150,7 +150,9 @@ def run_node(node: Node, args: list[np.ndarray | None]) -> np.ndarray:
         case "GlobalAveragePool":
             return x.mean(axis=(2, 3), keepdims=True)
         case "Pad":
-            return _pad_hw(x, a["pads"], a.get("value", 0.0))
+            rank = x.ndim
+            widths = [(a["pads"][i], a["pads"][i + rank]) for i in range(rank)]
+            return np.pad(x, widths, mode="constant", constant_values=a.get("value", 0.0))
     raise BadInput(f"node '{node.name}': op {node.op} is not supported by the float executor")
 
 

@@ -37,7 +37,7 @@ SUPPORTED_OPS = frozenset(
         "Gemm",  # alpha, beta, transA, transB
         "MatMul",
         "GlobalAveragePool",
-        "Pad",  # pads[t,l,b,r] over H,W, value
+        "Pad",  # pads (ONNX order: all begins, then all ends), value
     }
 )
 

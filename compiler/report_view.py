@@ -27,7 +27,10 @@ def print_build_report(report: dict) -> None:
     table.add_column("ops changed")
     table.add_column("max rel err", justify="right")
     for rec in report["passes"]:
-        changed = ", ".join(f"{op} {a}->{b}" for op, (a, b) in rec["ops_changed"].items()) or "-"
+        if "ops" in rec:
+            changed = ", ".join(f"{op} x{count}" for op, count in rec["ops"].items())
+        else:
+            changed = ", ".join(f"{op} {a}->{b}" for op, (a, b) in rec["ops_changed"].items()) or "-"
         table.add_row(rec["name"], changed, f"{rec['max_rel_err']:.2e}")
     ui.console.print(table)
     for note in report.get("notes", []):

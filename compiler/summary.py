@@ -39,7 +39,8 @@ def describe(node: Node) -> str:
     if node.op != "Conv":
         return node.op
     kind = "GDConv" if node.attrs.get("gdconv") else ("DWConv" if node.attrs["group"] > 1 else "Conv")
-    return f"{kind} s{node.attrs['strides'][0]}"
+    suffix = " (pixels)" if "pad_value" in node.attrs else ""
+    return f"{kind} s{node.attrs['strides'][0]}{suffix}"
 
 
 def summarize(graph: Graph) -> dict:

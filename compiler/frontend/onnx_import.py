@@ -245,9 +245,9 @@ class _Converter:
                     pads = self.const(node, node.input[1], "pads").tolist()
                     if len(node.input) > 2 and node.input[2]:
                         value = float(self.const(node, node.input[2], "constant_value"))
-                if len(pads) != 8 or any(pads[i] for i in (0, 1, 4, 5)):
-                    raise self.fail(node, f"only spatial padding of a 4-D tensor is supported (pads {pads})")
-                self.add("Pad", node, [node.input[0]], {"pads": [pads[2], pads[3], pads[6], pads[7]], "value": value})
+                if len(node.input) > 3 and node.input[3]:
+                    raise self.fail(node, "padding selected axes (the 'axes' input) is not supported")
+                self.add("Pad", node, [node.input[0]], {"pads": [int(p) for p in pads], "value": value})
             case _:
                 raise self.fail(node, f"op {op} is not supported by mfnc")
 

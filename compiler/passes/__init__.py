@@ -19,7 +19,7 @@ from compiler.errors import MfncError
 from compiler.ir import Graph
 from compiler.passes.activations import canonicalise_activations
 from compiler.passes.batchnorm import fold_batchnorm
-from compiler.passes.cleanup import fold_constants, remove_identity
+from compiler.passes.cleanup import fold_constants, fold_pad, remove_identity
 from compiler.passes.gdconv import mark_gdconv
 from compiler.passes.layout import canonicalise_input_layout
 from compiler.passes.preprocess import fold_preprocess
@@ -31,12 +31,14 @@ __all__ = [
     "canonicalise_input_layout",
     "fold_batchnorm",
     "fold_constants",
+    "fold_pad",
     "fold_preprocess",
     "mark_gdconv",
     "remove_identity",
     "run_passes",
 ]
 from compiler.preprocess import Preprocess
+from compiler.summary import describe
 
 EQUIVALENCE_TOLERANCE = 1e-5
 
@@ -51,6 +53,8 @@ class PassRecord:
     max_rel_err: float
 
     def as_dict(self) -> dict:
+        if self.name == "ingest":
+            return {"name": self.name, "max_rel_err": self.max_rel_err, "ops": dict(sorted(self.ops_after.items()))}
         changed = {
             op: [self.ops_before.get(op, 0), self.ops_after.get(op, 0)]
             for op in sorted(set(self.ops_before) | set(self.ops_after))
@@ -64,6 +68,7 @@ def pipeline(pre: Preprocess) -> list[tuple[str, Pass]]:
     return [
         ("canonicalise_input_layout", canonicalise_input_layout),
         ("remove_identity", remove_identity),
+        ("fold_pad", fold_pad),
         ("fold_constants", fold_constants),
         ("canonicalise_activations", canonicalise_activations),
         ("fold_batchnorm", fold_batchnorm),
@@ -74,7 +79,8 @@ def pipeline(pre: Preprocess) -> list[tuple[str, Pass]]:
 
 
 def _ops(graph: Graph) -> dict[str, int]:
-    return dict(Counter(n.op for n in graph.nodes))
+    """Node counts by kind (e.g. 'DWConv s2', 'GDConv s1', 'PRelu'), so every pass's effect shows."""
+    return dict(Counter(describe(n) for n in graph.nodes))
 
 
 def run_passes(

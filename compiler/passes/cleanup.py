@@ -49,3 +49,25 @@ def fold_constants(graph: Graph) -> Graph:
     g.remove_nodes(doomed)
     g.prune()
     return g
+
+
+def fold_pad(graph: Graph) -> Graph:
+    """Merge a zero Pad of H and W into the convolution it feeds (one op, same result)."""
+    g = graph.copy()
+    doomed = []
+    for pad in [n for n in g.nodes if n.op == "Pad"]:
+        users = g.consumers(pad.outputs[0])
+        pads = pad.attrs["pads"]
+        spatial_only = len(pads) == 8 and not any(pads[i] for i in (0, 1, 4, 5))
+        if len(users) != 1 or pad.outputs[0] in g.outputs or not spatial_only or pad.attrs.get("value", 0.0) != 0.0:
+            continue
+        conv = users[0]
+        if conv.op != "Conv" or "pad_value" in conv.attrs:
+            continue
+        top, left, bottom, right = conv.attrs["pads"]
+        conv.attrs["pads"] = [top + pads[2], left + pads[3], bottom + pads[6], right + pads[7]]
+        g.replace_uses(pad.outputs[0], pad.inputs[0])
+        doomed.append(pad)
+    g.remove_nodes(doomed)
+    g.prune()
+    return g
