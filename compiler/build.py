@@ -16,11 +16,13 @@ import numpy as np
 
 from compiler import __version__, ui
 from compiler.equivalence import OnnxReference, random_pixels
-from compiler.faces import list_images, load_images
+from compiler.errors import BadInput
+from compiler.faces import list_images, load_images, resize_pixels
 from compiler.frontend import load_model
 from compiler.passes import run_passes
 from compiler.preprocess import parse_preprocess
 from compiler.summary import summarize
+from compiler.synthetic import synthetic_eval_set
 from compiler.targets import load_target, select_backend
 
 RANDOM_CHECK_IMAGES = 2
@@ -34,18 +36,24 @@ class BuildOptions:
     backend: str = "auto"
     preprocess: str = "paper"
     calib: Path | None = None
+    synthetic: int | None = None
     out: Path | None = None
 
 
-def check_images(calib: Path | None, height: int, width: int) -> tuple[np.ndarray, dict]:
-    """Seeded random pixels plus the first real faces of --calib, if given."""
+def check_images(opts: BuildOptions, height: int, width: int) -> tuple[np.ndarray, dict]:
+    """Seeded random pixels plus the first faces of --calib or --synthetic, if given."""
     images = random_pixels(RANDOM_CHECK_IMAGES, height, width, seed=0)
-    info = {"random": RANDOM_CHECK_IMAGES, "real": 0}
-    if calib is not None:
-        real, resized = load_images(list_images(calib)[:REAL_CHECK_IMAGES], height, width)
-        images = np.concatenate([images, real])
-        info.update(real=int(real.shape[0]), real_source=str(calib), resized=resized)
-    return images, info
+    info: dict = {"random": RANDOM_CHECK_IMAGES, "faces": 0}
+    if opts.calib is not None:
+        faces, resized = load_images(list_images(opts.calib)[:REAL_CHECK_IMAGES], height, width)
+        info.update(faces_source=str(opts.calib), resized=resized)
+    elif opts.synthetic:
+        faces = resize_pixels(synthetic_eval_set(max(2, min(opts.synthetic, REAL_CHECK_IMAGES)))[0], height, width)
+        info.update(faces_source=f"synthetic:{opts.synthetic}")
+    else:
+        return images, info
+    info["faces"] = int(faces.shape[0])
+    return np.concatenate([images, faces]), info
 
 
 def build(opts: BuildOptions) -> dict:
@@ -56,11 +64,13 @@ def build(opts: BuildOptions) -> dict:
     pre = parse_preprocess(opts.preprocess)
     out = opts.out or Path("build") / target.name
 
+    if opts.synthetic is not None and opts.synthetic < 2:
+        raise BadInput(f"--synthetic {opts.synthetic}: need at least 2 images")
     with ui.step(f"ingesting {opts.model}"):
         model = load_model(opts.model)
     graph = model.graph
-    _, _, height, width = graph.input_shape() if graph.meta["source_layout"] == "NCHW" else _nchw(graph.input_shape())
-    images, image_info = check_images(opts.calib, height, width)
+    height, width = graph.image_hw()
+    images, image_info = check_images(opts, height, width)
     reference = OnnxReference(model.reference, graph.meta["source_input"], graph.meta["source_layout"], pre)
     with ui.step("graph passes with float equivalence checks"):
         lowered, records = run_passes(graph, reference, images, pre)
@@ -97,11 +107,6 @@ def _backend_reason(requested: str, chosen: str) -> str:
     if chosen == "rknn":
         return "auto: the target has a supported Rockchip NPU"
     return "auto: no TVM tuning database for this target and model, so the C runtime"
-
-
-def _nchw(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    n, h, w, c = shape
-    return n, c, h, w
 
 
 def _write_report(out: Path, report: dict) -> None:

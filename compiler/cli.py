@@ -45,9 +45,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default="default", help="model file or family name (default: the shipped trained model)")
     p.add_argument("--preprocess", default="paper", help="paper (default), imagenet, or rgb|bgr:MR,MG,MB:SR,SG,SB")
-    p.add_argument("--calib", type=Path, help="folder of aligned face images (also used as real inputs for checks)")
+    faces = p.add_mutually_exclusive_group()
+    faces.add_argument("--calib", type=Path, help="folder of aligned face images (also real inputs for the checks)")
+    faces.add_argument("--synthetic", type=int, metavar="N", help="use N held-out synthetic faces instead of --calib")
     p.add_argument("--out", type=Path, help="output folder (default: build/<target>/)")
     _add_json(p)
+
+    # --- eval (begin) ---
+    p = sub.add_parser("eval", help="face-verification metrics of a model on a folder of faces")
+    p.add_argument("--model", required=True, help="model file or family name")
+    p.add_argument("--faces", type=Path, help="folder of aligned faces (labels.csv or one sub-folder per identity)")
+    p.add_argument("--synthetic", type=int, metavar="N", help="N seeded synthetic faces instead of --faces")
+    p.add_argument("--pairs", type=Path, help="LFW pairs.txt or CSV file_a,file_b,same (default: all pairs)")
+    p.add_argument("--preprocess", default="paper", help="paper (default), imagenet, or rgb|bgr:MR,MG,MB:SR,SG,SB")
+    p.add_argument("--flip", action="store_true", help="add the embedding of the mirrored face")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N images (sorted)")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="write the ROC curve and score histograms")
+    _add_json(p)
+    # --- eval (end) ---
     return parser
 
 
@@ -125,13 +140,33 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from compiler.build import BuildOptions, build
     from compiler.report_view import print_build_report
 
-    report = build(BuildOptions(args.target, args.model, args.backend, args.preprocess, args.calib, args.out))
+    opts = BuildOptions(args.target, args.model, args.backend, args.preprocess, args.calib, args.synthetic, args.out)
+    report = build(opts)
     print_build_report(report)
     ui.emit_json(args.json, report)
     return 0
 
 
-COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build}
+# --- eval (begin) ---
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from compiler.evaluate import EvalOptions, evaluate, print_eval_table, write_plot
+
+    opts = EvalOptions(
+        args.model, args.faces, args.synthetic, args.pairs, args.preprocess, args.flip, args.limit, args.plot
+    )
+    result, scores, same = evaluate(opts)
+    print_eval_table(result)
+    if args.plot is not None:
+        write_plot(args.plot, scores, same, f"{result['model']} on {result['source']}")
+        ui.info(f"plot written to {args.plot}")
+    ui.emit_json(args.json, result)
+    return 0
+
+
+# --- eval (end) ---
+
+
+COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "eval": _cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

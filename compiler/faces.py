@@ -41,3 +41,16 @@ def load_images(paths: list[Path], height: int, width: int) -> tuple[np.ndarray,
     """Several images stacked [N,3,H,W]; also returns how many needed a resize."""
     loaded = [load_image(p, height, width) for p in paths]
     return np.concatenate([pixels for pixels, _ in loaded]), sum(resized for _, resized in loaded)
+
+
+def resize_pixels(images: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize uint8 RGB NCHW images (bilinear) when a model wants another input size."""
+    from PIL import Image
+
+    if images.shape[2:] == (height, width):
+        return images
+    out = [
+        np.asarray(Image.fromarray(img.transpose(1, 2, 0)).resize((width, height), Image.Resampling.BILINEAR))
+        for img in images
+    ]
+    return np.stack(out).transpose(0, 3, 1, 2).copy()

@@ -134,3 +134,9 @@ class Graph:
 
     def input_shape(self) -> tuple[int, ...]:
         return self.shapes[self.inputs[0]]
+
+    def image_hw(self) -> tuple[int, int]:
+        """Input image (height, width), whether the input is still NHWC or already NCHW."""
+        shape = self.input_shape()
+        nhwc = self.meta.get("source_layout") == "NHWC" and self.meta.get("input_layout") != "NCHW"
+        return (shape[1], shape[2]) if nhwc else (shape[2], shape[3])

@@ -230,7 +230,7 @@ def test_build_real_model_writes_the_report(capsys, tmp_path, foamliu, friends):
     assert report["model"]["sha256"] == "b7120c095d60094f28a4a54ba6a8bf51b297a6273fb40ef6350dfec1f63d9507"
     assert report["model"]["params"] == 989_952
     assert report["preprocess"]["spec"] == "imagenet"
-    assert report["equivalence"]["images"]["real"] == 2
+    assert report["equivalence"]["images"]["faces"] == 2
     names = [p["name"] for p in report["passes"]]
     assert names[0] == "ingest" and "fold_batchnorm" in names and names[-1] == "fold_preprocess"
     assert all(p["max_rel_err"] <= 1e-5 for p in report["passes"])

@@ -17,6 +17,8 @@ from compiler.frontend.onnx_import import image_input, model_sha256, onnx_to_ir,
 from compiler.ir import Graph
 
 DEFAULT_MODEL_NAME = "default"
+# The shipped trained PReLU MobileFaceNet (docs/default-model.md).
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "models" / "default.onnx"
 
 
 @dataclass
@@ -54,10 +56,9 @@ def resolve_model_path(spec: str) -> tuple[str, Path]:
     if spec in family.FAMILY_NAMES:
         return spec, family.family_onnx(spec)
     if spec == DEFAULT_MODEL_NAME:
-        raise BadInput(
-            "--model default: the trained default model is not shipped yet; use a family name "
-            f"({', '.join(family.FAMILY_NAMES)}) or a model file"
-        )
+        if not DEFAULT_MODEL_PATH.exists():
+            raise BadInput(f"--model default: {DEFAULT_MODEL_PATH} is missing (a broken installation?)")
+        return spec, DEFAULT_MODEL_PATH
     path = Path(spec)
     if not path.exists():
         raise BadInput(f"{spec}: no such model file or family name (family: {', '.join(family.FAMILY_NAMES)})")
