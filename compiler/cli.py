@@ -10,9 +10,17 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from compiler import __version__, ui
 from compiler.errors import MfncError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the contract's one-line usage errors (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
@@ -20,7 +28,7 @@ def _add_json(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mfnc",
         description="Edge deployment compiler for MobileFaceNet face-verification networks.",
     )
@@ -51,7 +59,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: build/<target>/)")
     _add_json(p)
 
-    # --- eval (begin) ---
     p = sub.add_parser("eval", help="face-verification metrics of a model on a folder of faces")
     p.add_argument("--model", required=True, help="model file or family name")
     p.add_argument("--faces", type=Path, help="folder of aligned faces (labels.csv or one sub-folder per identity)")
@@ -62,7 +69,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N images (sorted)")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="write the ROC curve and score histograms")
     _add_json(p)
-    # --- eval (end) ---
     return parser
 
 
@@ -147,7 +153,6 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- eval (begin) ---
 def _cmd_eval(args: argparse.Namespace) -> int:
     from compiler.evaluate import EvalOptions, evaluate, print_eval_table, write_plot
 
@@ -161,9 +166,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         ui.info(f"plot written to {args.plot}")
     ui.emit_json(args.json, result)
     return 0
-
-
-# --- eval (end) ---
 
 
 COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "eval": _cmd_eval}

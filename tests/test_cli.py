@@ -242,3 +242,10 @@ def test_python_m_compiler_entry_point():
     )
     assert proc.returncode == 0
     assert "--target" in proc.stdout and "--preprocess" in proc.stdout
+
+
+def test_usage_errors_are_one_line_with_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["build", "--target", "x86_64", "--calib", "faces", "--synthetic", "5"])
+    assert exc.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "--synthetic", "--calib")
