@@ -1,32 +1,25 @@
-"""`build`: ingest a model, lower it through the checked passes, write the report.
+"""`build`: ingest, lower through the checked passes, calibrate and quantize, measure,
+and write the artifact and its report.
 
-Later stages (calibration, quantization, backends, HIL) extend the same pipeline and
-the same report; what runs today is recorded in `stages` so a report never claims
-more than was done.
+Later stages (backends, HIL) extend the same pipeline and report; what ran is listed
+in `stages`, so a report never claims more than was done.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from calibration import qgraph as qformat
 from compiler import __version__, ui
-from compiler.equivalence import OnnxReference, random_pixels
-from compiler.errors import BadInput
-from compiler.faces import list_images, load_images, resize_pixels
-from compiler.frontend import load_model
-from compiler.passes import run_passes
+from compiler.errors import AccuracyGateFailed, BadInput
+from compiler.lowering import ingest_and_lower
 from compiler.preprocess import parse_preprocess
+from compiler.quantization import QuantizeOptions, calibrate_and_quantize, measure
 from compiler.summary import summarize
-from compiler.synthetic import synthetic_eval_set
 from compiler.targets import load_target, select_backend
-
-RANDOM_CHECK_IMAGES = 2
-REAL_CHECK_IMAGES = 2
 
 
 @dataclass
@@ -35,52 +28,35 @@ class BuildOptions:
     model: str
     backend: str = "auto"
     preprocess: str = "paper"
-    calib: Path | None = None
-    synthetic: int | None = None
     out: Path | None = None
-
-
-def check_images(opts: BuildOptions, height: int, width: int) -> tuple[np.ndarray, dict]:
-    """Seeded random pixels plus the first faces of --calib or --synthetic, if given."""
-    images = random_pixels(RANDOM_CHECK_IMAGES, height, width, seed=0)
-    info: dict = {"random": RANDOM_CHECK_IMAGES, "faces": 0}
-    if opts.calib is not None:
-        faces, resized = load_images(list_images(opts.calib)[:REAL_CHECK_IMAGES], height, width)
-        info.update(faces_source=str(opts.calib), resized=resized)
-    elif opts.synthetic:
-        faces = resize_pixels(synthetic_eval_set(max(2, min(opts.synthetic, REAL_CHECK_IMAGES)))[0], height, width)
-        info.update(faces_source=f"synthetic:{opts.synthetic}")
-    else:
-        return images, info
-    info["faces"] = int(faces.shape[0])
-    return np.concatenate([images, faces]), info
+    quant: QuantizeOptions = field(default_factory=QuantizeOptions)
 
 
 def build(opts: BuildOptions) -> dict:
-    """Run the pipeline; returns the report (also written to OUT/report.json)."""
+    """Run the pipeline; returns the report (also written to OUT/report.json).
+
+    A model that misses the int8 gate still gets its report; `gate_error` says so.
+    """
     target = load_target(opts.target)
     backend = select_backend(target, opts.backend)
-    backend_reason = _backend_reason(opts.backend, backend)
     pre = parse_preprocess(opts.preprocess)
     out = opts.out or Path("build") / target.name
+    if opts.quant.synthetic is not None and opts.quant.synthetic < 2:
+        raise BadInput(f"--synthetic {opts.quant.synthetic}: need at least 2 images")
 
-    if opts.synthetic is not None and opts.synthetic < 2:
-        raise BadInput(f"--synthetic {opts.synthetic}: need at least 2 images")
-    with ui.step(f"ingesting {opts.model}"):
-        model = load_model(opts.model)
+    model, lowered, records, image_info = ingest_and_lower(opts.model, pre, opts.quant.calib)
     graph = model.graph
-    height, width = graph.image_hw()
-    images, image_info = check_images(opts, height, width)
-    reference = OnnxReference(model.reference, graph.meta["source_input"], graph.meta["source_layout"], pre)
-    with ui.step("graph passes with float equivalence checks"):
-        lowered, records = run_passes(graph, reference, images, pre)
     summary = summarize(lowered)
+
+    qgraph, quant_info, held = calibrate_and_quantize(lowered, opts.quant)
+    qgraph.meta = {"model": model.name, "sha256": model.sha256, "preprocess": pre.as_dict(), **quant_info}
+    quant_info.update(measure(lowered, qgraph, held, opts.quant))
 
     report = {
         "mfnc_version": __version__,
         "target": target.name,
         "backend": backend,
-        "backend_reason": backend_reason,
+        "backend_reason": _backend_reason(opts.backend, backend),
         "model": {
             "name": model.name,
             "path": str(model.path),
@@ -94,11 +70,25 @@ def build(opts: BuildOptions) -> dict:
         "preprocess": {**pre.as_dict(), "folded_into": lowered.meta.get("preprocess_folded_into")},
         "passes": [r.as_dict() for r in records],
         "equivalence": {"metric": "max|a-b|/max|b| vs onnxruntime on the original model", "images": image_info},
-        "stages": ["ingest", "passes", "float_equivalence"],
+        "quantization": quant_info,
+        "artifacts": {"quantized_model": "model.mfnq"},
+        "stages": ["ingest", "passes", "float_equivalence", "calibration", "quantization", "int8_accuracy"],
         "notes": model.notes,
     }
-    _write_report(out, report)
+    report["out"] = str(out)
+    _write_outputs(out, report, qgraph)
     return report
+
+
+def gate_error(report: dict) -> AccuracyGateFailed | None:
+    """The exit-3 error for a report whose int8 model missed the gate, else None."""
+    q = report["quantization"]
+    if q["passed"]:
+        return None
+    return AccuracyGateFailed(
+        f"int8 accuracy gate failed: {'; '.join(q['gate']['failures'])} "
+        f"(worst layers: {', '.join(q['worst_layers'][:3])}; report in {Path(report['out']) / 'report.json'})"
+    )
 
 
 def _backend_reason(requested: str, chosen: str) -> str:
@@ -109,11 +99,16 @@ def _backend_reason(requested: str, chosen: str) -> str:
     return "auto: no TVM tuning database for this target and model, so the C runtime"
 
 
-def _write_report(out: Path, report: dict) -> None:
-    """Write OUT/report.json; a fresh OUT that fails half-way is removed again."""
+def _write_outputs(out: Path, report: dict, qgraph: qformat.QGraph) -> None:
+    """Write OUT/report.json, report.html and model.mfnq; a fresh OUT that fails half-way is removed."""
+    from compiler.report_html import render_html
+
     created = not out.exists()
     try:
+        out.mkdir(parents=True, exist_ok=True)
+        qformat.save(qgraph, out / "model.mfnq")
         ui.write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
+        ui.write_atomic(out / "report.html", render_html(report))
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)

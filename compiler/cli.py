@@ -10,10 +10,13 @@ import argparse
 import sys
 import traceback
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from compiler import __version__, ui
 from compiler.errors import MfncError
+
+if TYPE_CHECKING:
+    from compiler.quantization import QuantizeOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,6 +24,26 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_quantize_args(p: argparse.ArgumentParser) -> None:
+    faces = p.add_mutually_exclusive_group()
+    faces.add_argument("--calib", type=Path, help="folder of aligned faces to calibrate with (default: synthetic)")
+    faces.add_argument("--synthetic", type=int, metavar="N", help="calibrate on N synthetic faces (default 100)")
+    p.add_argument("--calib-limit", type=int, metavar="N", help="calibrate on N images of --calib (default 100)")
+    p.add_argument("--eval-faces", type=Path, help="held-out faces for accuracy (default: the rest of --calib)")
+    p.add_argument("--algo", default="mse", choices=["minmax", "percentile", "kl", "mse"], help="range algorithm")
+    p.add_argument("--mode", default="fused", choices=["fused", "tflite"], help="int8 graph mode (default fused)")
+    p.add_argument("--strict", action="store_true", help="treat calibration-set warnings as errors")
+
+
+def _quantize_options(args: argparse.Namespace) -> QuantizeOptions:
+    from compiler.quantization import QuantizeOptions
+
+    extra = {k: getattr(args, k) for k in ("gate_cosine", "gate_auc_drop") if hasattr(args, k)}
+    return QuantizeOptions(
+        args.algo, args.mode, args.calib, args.synthetic, args.calib_limit, args.eval_faces, args.strict, **extra
+    )
 
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
@@ -53,10 +76,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default="default", help="model file or family name (default: the shipped trained model)")
     p.add_argument("--preprocess", default="paper", help="paper (default), imagenet, or rgb|bgr:MR,MG,MB:SR,SG,SB")
-    faces = p.add_mutually_exclusive_group()
-    faces.add_argument("--calib", type=Path, help="folder of aligned face images (also real inputs for the checks)")
-    faces.add_argument("--synthetic", type=int, metavar="N", help="use N held-out synthetic faces instead of --calib")
+    _add_quantize_args(p)
+    p.add_argument("--gate-cosine", type=float, default=0.99, help="minimum mean cosine int8 vs float (default 0.99)")
+    p.add_argument("--gate-auc-drop", type=float, default=0.005, help="maximum AUC drop (default 0.005)")
     p.add_argument("--out", type=Path, help="output folder (default: build/<target>/)")
+    _add_json(p)
+
+    p = sub.add_parser("quantize", help="calibrate and quantize a model to int8 (.mfnq, optionally .tflite)")
+    p.add_argument("--model", required=True, help="model file or family name")
+    p.add_argument("--preprocess", default="paper", help="paper (default), imagenet, or rgb|bgr:MR,MG,MB:SR,SG,SB")
+    _add_quantize_args(p)
+    p.add_argument("--out", type=Path, help="quantized model file (default: <model>-<mode>.mfnq)")
+    p.add_argument("--tflite", type=Path, metavar="FILE", help="also export an int8 .tflite (needs --mode tflite)")
     _add_json(p)
 
     p = sub.add_parser("eval", help="face-verification metrics of a model on a folder of faces")
@@ -143,13 +174,25 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from compiler.build import BuildOptions, build
+    from compiler.build import BuildOptions, build, gate_error
     from compiler.report_view import print_build_report
 
-    opts = BuildOptions(args.target, args.model, args.backend, args.preprocess, args.calib, args.synthetic, args.out)
-    report = build(opts)
+    report = build(
+        BuildOptions(args.target, args.model, args.backend, args.preprocess, args.out, _quantize_options(args))
+    )
     print_build_report(report)
     ui.emit_json(args.json, report)
+    error = gate_error(report)
+    if error is not None:
+        raise error
+    return 0
+
+
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from compiler.quantize_cmd import quantize_model
+
+    result = quantize_model(args.model, args.preprocess, _quantize_options(args), args.out, args.tflite)
+    ui.emit_json(args.json, result)
     return 0
 
 
@@ -168,7 +211,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"targets": _cmd_targets, "inspect": _cmd_inspect, "build": _cmd_build, "eval": _cmd_eval}
+COMMANDS = {
+    "targets": _cmd_targets,
+    "inspect": _cmd_inspect,
+    "build": _cmd_build,
+    "quantize": _cmd_quantize,
+    "eval": _cmd_eval,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

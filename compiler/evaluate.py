@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,18 +254,6 @@ def print_eval_table(result: dict) -> None:
     ui.console.print(table)
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_plot(path: Path, scores: np.ndarray, same: np.ndarray, title: str) -> None:
     """ROC (TAR vs FAR, log FAR) and the same/different score histograms, as one PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -289,4 +275,4 @@ def write_plot(path: Path, scores: np.ndarray, same: np.ndarray, title: str) -> 
     fig.suptitle(title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    _write_bytes_atomic(path, buffer.getvalue())
+    ui.write_atomic(path, buffer.getvalue())

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +43,13 @@ def step(title: str) -> Iterator[None]:
     console.print(f"[green]done[/green] {title} ({time.monotonic() - start:.1f} s)")
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, content: str | bytes) -> None:
     """Write a file so that readers never see half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as handle:
+            handle.write(content)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -78,3 +78,38 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@contextlib.contextmanager
+def progress(title: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar for a counted loop; yields `advance(done, total)`.
+
+    On a terminal it is a live bar; in logs (CI, pipes) it prints a line every 25 %.
+    """
+    import time
+
+    start = time.monotonic()
+    if console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+        with Progress(
+            "{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(title, total=None)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
+    else:
+        reported = [-1]
+
+        def advance(done: int, total: int) -> None:
+            quarter = 4 * done // max(total, 1)
+            if quarter > reported[0]:
+                reported[0] = quarter
+                console.print(f"{title}: {done}/{total}")
+
+        yield advance
+    console.print(f"[green]done[/green] {title} ({time.monotonic() - start:.1f} s)")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.family.train import embedding_auc
 from compiler.synthetic import EVAL, TRAIN, identity, render_identity, synthetic_eval_set
+from compiler.verification import all_pairs, pair_scores, roc_auc
 
 
 def test_same_arguments_same_images():
@@ -35,6 +35,11 @@ def test_eval_set_shape_labels_and_seeds():
     assert labels.tolist() == [0] * 5 + [1] * 5 + [2] * 2
     other, _ = synthetic_eval_set(12, seed=1)
     assert not np.array_equal(images[0], other[0])
+
+
+def embedding_auc(embeddings: np.ndarray, labels: np.ndarray) -> float:
+    pairs = all_pairs(labels)
+    return roc_auc(pair_scores(embeddings, pairs), pairs.same)
 
 
 def test_raw_pixels_cannot_verify_synthetic_faces():

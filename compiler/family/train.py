@@ -3,8 +3,9 @@
     python -m compiler.family.train --out runs/default --identities 1500 --per-identity 48 --epochs 3
 
 Images are rendered once into a uint8 memmap (rendering competes with training for the
-same cores), then the network trains with a normalised-softmax head: CosFace margin
-during warm-up, ArcFace after it. Every `--eval-every` steps it reports ROC AUC on
+same cores), then the network trains with a normalised-softmax head whose margin is
+scheduled: none at first (plain normalised softmax), then a CosFace margin ramping
+up, then ArcFace. Every `--eval-every` steps it reports ROC AUC on
 held-out synthetic identities and saves a checkpoint, so a run can be stopped and
 resumed. The result is exported with our own exporter (BatchNorm kept) to
 `OUT/model.onnx`.
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.synthetic import SIZE, TRAIN, render_identity, synthetic_eval_set
+from compiler.verification import all_pairs, pair_scores, roc_auc
 
 
 def render_dataset(out: Path, identities: int, per_identity: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -54,21 +56,10 @@ def _render_job(args: tuple[int, int, int]) -> np.ndarray:
     return render_identity(*args)
 
 
-def _auc(scores: np.ndarray, same: np.ndarray) -> float:
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    n_pos = int(same.sum())
-    n_neg = len(same) - n_pos
-    return float((ranks[same].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def embedding_auc(embeddings: np.ndarray, labels: np.ndarray) -> float:
-    """ROC AUC of cosine similarity over all pairs (a quick training monitor)."""
-    e = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    sims = e @ e.T
-    iu = np.triu_indices(len(e), 1)
-    return _auc(sims[iu], (labels[:, None] == labels[None, :])[iu])
+    """ROC AUC of cosine similarity over all pairs (the training monitor)."""
+    pairs = all_pairs(labels)
+    return roc_auc(pair_scores(embeddings, pairs), pairs.same)
 
 
 def normalise(pixels: np.ndarray) -> np.ndarray:
@@ -103,13 +94,13 @@ def train(args: argparse.Namespace) -> dict:
     scale = tf.constant(args.scale)
 
     @tf.function(reduce_retracing=True)
-    def step(x: tf.Tensor, y: tf.Tensor, arc: tf.Tensor) -> tf.Tensor:
+    def step(x: tf.Tensor, y: tf.Tensor, cos_margin: tf.Tensor, arc: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             emb = tf.math.l2_normalize(backbone(x, training=True), axis=1)
             cos = tf.clip_by_value(emb @ tf.math.l2_normalize(centres, axis=0), -1 + 1e-6, 1 - 1e-6)
             onehot = tf.one_hot(y, args.identities)
             target = tf.reduce_sum(cos * onehot, axis=1, keepdims=True)
-            cosface = target - args.cosface_margin
+            cosface = target - cos_margin
             theta = tf.acos(target)
             arcface = tf.where(theta + args.arcface_margin < math.pi, tf.cos(theta + args.arcface_margin), cosface)
             margin_target = tf.where(arc, arcface, cosface)
@@ -135,8 +126,13 @@ def train(args: argparse.Namespace) -> dict:
             order = rng.permutation(len(labels))
         idx = np.sort(order[epoch_pos : epoch_pos + args.batch])
         x = normalise(np.asarray(images[idx]))
-        arc = tf.constant(i >= total * args.arcface_after)
-        losses.append(float(step(tf.constant(x), tf.constant(labels[idx]), arc)))
+        progress = i / total
+        ramp = min(
+            1.0, max(0.0, (progress - args.softmax_warmup) / max(args.arcface_after - args.softmax_warmup, 1e-9))
+        )
+        arc = tf.constant(progress >= args.arcface_after)
+        margin = tf.constant(ramp * args.cosface_margin, tf.float32)
+        losses.append(float(step(tf.constant(x), tf.constant(labels[idx]), margin, arc)))
         if (i + 1) % args.eval_every == 0 or i + 1 == total:
             auc = evaluate()
             record = {
@@ -145,7 +141,7 @@ def train(args: argparse.Namespace) -> dict:
                 "loss": float(np.mean(losses[-args.eval_every :])),
                 "eval_auc": auc,
                 "lr": float(schedule(i)),
-                "margin": "arcface" if bool(arc) else "cosface",
+                "margin": "arcface" if bool(arc) else f"cosface {float(margin):.2f}",
                 "images_per_s": (i + 1) * args.batch / (time.monotonic() - start),
                 "elapsed_s": time.monotonic() - start,
             }
@@ -173,9 +169,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--warmup", type=float, default=0.05, help="fraction of steps with a linear lr warm-up")
     p.add_argument("--scale", type=float, default=32.0, help="logit scale s")
-    p.add_argument("--cosface-margin", type=float, default=0.25)
+    p.add_argument("--cosface-margin", type=float, default=0.3, help="CosFace margin reached at --arcface-after")
     p.add_argument("--arcface-margin", type=float, default=0.4)
-    p.add_argument("--arcface-after", type=float, default=0.3, help="fraction of steps trained with CosFace first")
+    p.add_argument("--softmax-warmup", type=float, default=0.15, help="fraction of steps without a margin")
+    p.add_argument("--arcface-after", type=float, default=0.5, help="fraction of steps before ArcFace")
     p.add_argument("--eval-images", type=int, default=300, help="held-out synthetic images for the AUC monitor")
     p.add_argument("--eval-seed", type=int, default=9)
     p.add_argument("--eval-every", type=int, default=250)

@@ -1,0 +1,160 @@
+"""Calibration set checks, the quantize command, and build's int8 gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from calibration import qgraph as qformat
+from calibration.dataset import check_calibration, face_scores
+from calibration.ranges import choose_range
+from compiler.errors import BadInput
+from compiler.synthetic import synthetic_eval_set
+from tests.test_cli import assert_one_line_error, run_cli
+
+
+def _write_faces(folder: Path, count: int, size: tuple[int, int] = (112, 112), seed: int = 3) -> Path:
+    """Synthetic faces as PNGs with a labels.csv, like a user's folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    images, labels = synthetic_eval_set(count, seed=seed)
+    rows = ["file,identity"]
+    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+        name = f"face_{i:03d}.png"
+        Image.fromarray(img.transpose(1, 2, 0)).resize((size[1], size[0])).save(folder / name)
+        rows.append(f"{name},person{label}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def eval_faces(tmp_path_factory) -> Path:
+    return _write_faces(tmp_path_factory.mktemp("eval") / "faces", 10)
+
+
+def test_face_score_separates_aligned_faces_from_noise(friends):
+    from compiler.faces import list_images, load_images
+
+    real, _ = load_images(list_images(friends)[:40], 112, 112)
+    noise = np.random.default_rng(0).integers(0, 256, (40, 3, 112, 112), dtype=np.uint8)
+    assert np.median(face_scores(real)) > 0.5
+    assert np.mean(face_scores(noise) < 0.15) > 0.9
+
+
+def test_calibration_warnings_and_strict():
+    noise = np.random.default_rng(0).integers(0, 256, (3, 3, 112, 112), dtype=np.uint8)
+    warnings = check_calibration(noise, resized=2, source="cal")
+    assert any("only 3 calibration images" in w for w in warnings)
+    assert any("2 of 3 images are not 112x112" in w for w in warnings)
+    assert any("do not look like aligned faces" in w for w in warnings)
+    with pytest.raises(BadInput, match="strict"):
+        check_calibration(noise, resized=0, source="cal", strict=True)
+
+
+def test_range_algorithms_clip_outliers_but_minmax_does_not():
+    rng = np.random.default_rng(0)
+    values = rng.standard_t(2.5, 200_000)  # heavy tails, like activations after an early PReLU
+    edges = np.linspace(values.min(), values.max(), 2049)
+    hist = np.histogram(values, bins=edges)[0]
+    width = values.max() - values.min()
+    assert choose_range("minmax", hist, edges, values.min(), values.max()) == (values.min(), values.max())
+    for algo in ("percentile", "kl", "mse"):
+        lo, hi = choose_range(algo, hist, edges, values.min(), values.max())
+        assert lo < -2 and hi > 2 and hi - lo < 0.6 * width, (algo, lo, hi, width)
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda d: d, "no images found"),
+        (lambda d: (d / "notes.png").write_text("not an image") or d, "cannot read image"),
+    ],
+)
+def test_bad_calibration_folders(capsys, tmp_path, make, fragment):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    make(folder)
+    code, _, err = run_cli(
+        capsys, "quantize", "--model", "mobilefacenet", "--calib", str(folder), "--out", str(tmp_path / "m.mfnq")
+    )
+    assert code == 2
+    assert_one_line_error(err, "calib", fragment)
+    assert not (tmp_path / "m.mfnq").exists()
+
+
+def test_wrong_sizes_and_too_few_images_warn_and_strict_refuses(capsys, tmp_path, eval_faces):
+    folder = _write_faces(tmp_path / "calib", 3, size=(128, 100))
+    code, _, err = run_cli(
+        capsys,
+        "quantize",
+        "--model",
+        "mobilefacenet",
+        "--calib",
+        str(folder),
+        "--calib-limit",
+        "3",
+        "--eval-faces",
+        str(eval_faces),
+        "--strict",
+        "--out",
+        str(tmp_path / "m.mfnq"),
+    )
+    assert code == 2
+    assert_one_line_error(err, "only 3 calibration images", "--strict")
+    code, out, err = run_cli(
+        capsys,
+        "quantize",
+        "--model",
+        "mobilefacenet",
+        "--calib",
+        str(folder),
+        "--calib-limit",
+        "3",
+        "--eval-faces",
+        str(eval_faces),
+        "--out",
+        str(tmp_path / "m.mfnq"),
+        "--json",
+        "-",
+    )
+    assert code == 0, err
+    assert "only 3 calibration images" in err and "are not 112x112 and were resized" in err
+    result = json.loads(out)
+    assert result["n_calib"] == 3 and result["n_eval"] == 10
+    assert len(result["warnings"]) >= 2
+    loaded = qformat.load(tmp_path / "m.mfnq")
+    assert loaded.mode == "fused" and loaded.meta["preprocess"]["spec"] == "paper"
+
+
+def test_forced_gate_failure_exits_3_and_still_writes_the_report(capsys, tmp_path, eval_faces):
+    out = tmp_path / "build"
+    code, _, err = run_cli(
+        capsys,
+        "build",
+        "--target",
+        "x86_64",
+        "--model",
+        "mobilefacenet",
+        "--synthetic",
+        "20",
+        "--eval-faces",
+        str(eval_faces),
+        "--gate-cosine",
+        "1.01",
+        "--out",
+        str(out),
+    )
+    assert code == 3
+    assert_one_line_error(err, "accuracy gate failed", "mean cosine")
+    report = json.loads((out / "report.json").read_text())
+    q = report["quantization"]
+    assert q["passed"] is False and q["gate"]["failures"]
+    assert q["mode"] == "fused" and q["algorithm"] == "mse" and q["n_calib"] == 20 and q["n_eval"] == 10
+    assert 0.5 < q["mean_cosine"] <= 1.0 and q["min_cosine"] <= q["mean_cosine"]
+    assert {"auc", "threshold_at_far_1e-3"} <= set(q["float"]) and {"auc"} <= set(q["int8"])
+    assert len(q["worst_layers"]) == 5 and q["layers"][0]["cosine_single"] <= q["layers"][-1]["cosine_single"]
+    assert (out / "report.html").read_text().count("<img") >= 3
+    assert (out / "model.mfnq").exists()
