@@ -30,7 +30,8 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 
 def _quantize_tensor(graph: QGraph, name: str, value: np.ndarray) -> np.ndarray:
     t = graph.tensors[name]
-    return np.clip(np.round(value / np.float32(t.scale)) + t.zero_point, -128, 127).astype(np.int8)
+    lo, hi = golden.LIMITS[t.dtype]
+    return np.clip(np.round(value / np.float32(t.scale)) + t.zero_point, lo, hi).astype(t.dtype)
 
 
 def _run_single(graph: QGraph, node: QNode, float_env: dict[str, np.ndarray]) -> np.ndarray:

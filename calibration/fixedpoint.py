@@ -67,3 +67,17 @@ def multiply_by_quantized_multiplier(
     right = np.maximum(-shift, 0)
     shifted = np.asarray(x, dtype=np.int64) * (np.int64(1) << left)
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+
+
+def multiply_by_quantized_multiplier_64(
+    x: np.ndarray, multiplier: np.ndarray | int, shift: np.ndarray | int
+) -> np.ndarray:
+    """The 64-bit-accumulator variant (TFLite's 16x8 kernels): a Q15 multiplier, one rounding.
+
+    Used where the input is int16, whose accumulators may exceed int32.
+    """
+    multiplier = np.asarray(multiplier, dtype=np.int64)
+    reduced = np.where(multiplier < 0x7FFF0000, (multiplier + (1 << 15)) >> 16, 0x7FFF)
+    total_shift = 15 - np.asarray(shift, dtype=np.int64)
+    rounding = np.int64(1) << (total_shift - 1)
+    return (np.asarray(x, dtype=np.int64) * reduced + rounding) >> total_shift

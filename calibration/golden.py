@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from calibration.fixedpoint import multiply_by_quantized_multiplier as mbqm
+from calibration.fixedpoint import multiply_by_quantized_multiplier_64 as mbqm64
 from calibration.qgraph import QGraph, QNode
 from calibration.requant import (
     ADD_LEFT_SHIFT,
@@ -23,6 +24,7 @@ from calibration.requant import (
 from compiler.executor import conv2d
 
 INT8_MIN, INT8_MAX = -128, 127
+LIMITS = {"int8": (-128, 127), "int16": (-32768, 32767)}
 
 
 def pixels_to_input(pixels: np.ndarray) -> np.ndarray:
@@ -52,14 +54,18 @@ def _conv_accumulators(graph: QGraph, node: QNode, x: np.ndarray) -> np.ndarray:
 
 def run_conv(graph: QGraph, node: QNode, x: np.ndarray) -> np.ndarray:
     acc = _conv_accumulators(graph, node, x)
+    # int16 inputs (16x8) accumulate beyond int32 and requantize with the 64-bit variant.
+    requant = mbqm64 if graph.tensors[node.inputs[0]].dtype == "int16" else mbqm
     mult, shift = conv_multipliers(graph, node)
     mult, shift = mult.reshape(1, -1, 1, 1), shift.reshape(1, -1, 1, 1)
-    out = mbqm(acc, mult, shift)
+    out = requant(acc, mult, shift)
     if "slope" in node.arrays:  # fused PReLU: negative accumulators take the slope's multiplier
         neg_mult, neg_shift, sign = (v.reshape(1, -1, 1, 1) for v in prelu_negative_multipliers(graph, node))
-        out = np.where(acc < 0, sign * mbqm(acc, neg_mult, neg_shift), out)
-    out = out + graph.tensors[node.output].zero_point
-    return np.clip(out, node.attrs.get("act_min", INT8_MIN), node.attrs.get("act_max", INT8_MAX)).astype(np.int8)
+        out = np.where(acc < 0, sign * requant(acc, neg_mult, neg_shift), out)
+    out_t = graph.tensors[node.output]
+    lo, hi = LIMITS[out_t.dtype]
+    out = np.clip(out + out_t.zero_point, node.attrs.get("act_min", lo), node.attrs.get("act_max", hi))
+    return out.astype(out_t.dtype)
 
 
 def run_prelu(graph: QGraph, node: QNode, x: np.ndarray) -> np.ndarray:

@@ -114,3 +114,39 @@ def load(path: Path) -> QGraph:
         k: QTensor(tuple(v["shape"]), v["scale"], v["zero_point"], v["dtype"]) for k, v in header["tensors"].items()
     }
     return QGraph(header["name"], header["mode"], header["input"], header["outputs"], tensors, nodes, header["meta"])
+
+
+def summarize(graph: QGraph) -> dict:
+    """Per-op view of a quantized model (what `inspect` prints for a .mfnq file)."""
+    layers = []
+    for node in graph.nodes:
+        out = graph.tensors[node.output]
+        weight = node.arrays.get("weight")
+        macs = 0
+        if weight is not None:
+            macs = int(np.prod(weight.shape) * int(np.prod(out.shape[2:])))
+        layers.append(
+            {
+                "name": node.name,
+                "op": node.op,
+                "kind": node.attrs.get("kind", node.op),
+                "activation": node.attrs.get("activation", "none"),
+                "output_shape": list(out.shape),
+                "dtype": out.dtype,
+                "scale": float(out.scale),
+                "zero_point": int(out.zero_point),
+                "params": int(sum(a.size for k, a in node.arrays.items() if k in ("weight", "bias", "slope", "alpha"))),
+                "macs": macs,
+            }
+        )
+    weight_bytes = sum(int(n.arrays["weight"].size) for n in graph.nodes if "weight" in n.arrays)
+    return {
+        "model": graph.meta.get("model", graph.name),
+        "mode": graph.mode,
+        "params": sum(r["params"] for r in layers),
+        "macs": sum(r["macs"] for r in layers),
+        "weight_bytes": weight_bytes,
+        "int16_tensors": sorted(k for k, v in graph.tensors.items() if v.dtype == "int16"),
+        "meta": graph.meta,
+        "layers": layers,
+    }

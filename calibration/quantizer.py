@@ -32,6 +32,12 @@ def activation_qparams(lo: float, hi: float) -> tuple[float, int]:
     return scale, zero_point
 
 
+def int16_qparams(lo: float, hi: float) -> tuple[float, int]:
+    """TFLite's 16x8 scheme: symmetric int16 activations (zero point 0)."""
+    bound = max(abs(lo), abs(hi))
+    return (float(np.float32(bound / 32767.0)) if bound > 0 else 1.0), 0
+
+
 def quantize_weights(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-channel symmetric int8 (range -127..127) and the float32 scales."""
     flat = weight.reshape(weight.shape[0], -1).astype(np.float64)
@@ -48,7 +54,9 @@ def _tflite_round(value: float, scale: float) -> int:
 
 
 class _Quantizer:
-    def __init__(self, graph: Graph, ranges: dict[str, tuple[float, float]], mode: str) -> None:
+    def __init__(
+        self, graph: Graph, ranges: dict[str, tuple[float, float]], mode: str, int16: frozenset[str] = frozenset()
+    ) -> None:
         if mode not in MODES:
             raise BadInput(f"--mode {mode}: expected one of {', '.join(MODES)}")
         if graph.meta.get("input_kind") != "pixels":
@@ -60,13 +68,20 @@ class _Quantizer:
         self.tensors = {inp: QTensor(graph.shapes[inp], INPUT_SCALE, INPUT_ZERO_POINT)}
         self.nodes: list[QNode] = []
         self.absorbed: set[int] = set()
+        self.int16 = int16
+        if int16 and mode != "fused":
+            raise BadInput("int16 layers exist only in fused mode")
 
     def qtensor(self, name: str) -> QTensor:
         if name not in self.tensors:
             if name not in self.ranges:
                 raise BadInput(f"{self.g.name}: tensor '{name}' has no calibration range")
-            scale, zp = activation_qparams(*self.ranges[name])
-            self.tensors[name] = QTensor(self.g.shapes[name], scale, zp)
+            if name in self.int16:
+                scale, zp = int16_qparams(*self.ranges[name])
+                self.tensors[name] = QTensor(self.g.shapes[name], scale, zp, "int16")
+            else:
+                scale, zp = activation_qparams(*self.ranges[name])
+                self.tensors[name] = QTensor(self.g.shapes[name], scale, zp)
         return self.tensors[name]
 
     def next_activation(self, node: Node) -> Node | None:
@@ -88,10 +103,11 @@ class _Quantizer:
         lo = 0.0 if act.op == "Relu" else act.attrs.get("min", -np.inf)
         hi = np.inf if act.op == "Relu" else act.attrs.get("max", np.inf)
         attrs: dict = {}
+        qmin, qmax = (-32768, 32767) if out.dtype == "int16" else (-128, 127)
         if np.isfinite(lo):
-            attrs["act_min"] = int(max(-128, out.zero_point + _tflite_round(lo, out.scale)))
+            attrs["act_min"] = int(max(qmin, out.zero_point + _tflite_round(lo, out.scale)))
         if np.isfinite(hi):
-            attrs["act_max"] = int(min(127, out.zero_point + _tflite_round(hi, out.scale)))
+            attrs["act_max"] = int(min(qmax, out.zero_point + _tflite_round(hi, out.scale)))
         if self.mode == "tflite":
             kind = (
                 "relu" if act.op == "Relu" or (lo == 0 and hi == np.inf) else ("relu6" if (lo, hi) == (0, 6) else None)
@@ -169,9 +185,33 @@ class _Quantizer:
                 raise BadInput(f"{self.g.name}: node '{node.name}' ({node.op}) cannot be quantized to int8 yet")
         used = {self.g.inputs[0]} | {n.output for n in self.nodes}
         tensors = {k: v for k, v in self.tensors.items() if k in used}
+        for node in self.nodes:
+            wide = [t for t in node.inputs if tensors[t].dtype == "int16"]
+            if wide and node.op != "conv":
+                raise BadInput(f"{self.g.name}: node '{node.name}' ({node.op}) cannot take the int16 tensor {wide[0]}")
         return QGraph(self.g.name, self.mode, self.g.inputs[0], list(self.g.outputs), tensors, self.nodes, {})
 
 
-def quantize(graph: Graph, ranges: dict[str, tuple[float, float]], mode: str = "fused") -> QGraph:
-    """Quantize a lowered float graph (input = raw pixels) with the given activation ranges."""
-    return _Quantizer(graph, ranges, mode).run()
+def quantize(
+    graph: Graph, ranges: dict[str, tuple[float, float]], mode: str = "fused", int16: frozenset[str] = frozenset()
+) -> QGraph:
+    """Quantize a lowered float graph (input = raw pixels) with the given activation ranges.
+
+    `int16` names tensors to keep as int16 activations (TFLite's 16x8 scheme) in fused mode.
+    """
+    return _Quantizer(graph, ranges, mode, int16).run()
+
+
+def int16_candidates(qgraph: QGraph) -> set[str]:
+    """Tensors that may become int16: conv outputs read only by convs (or graph outputs)."""
+    readers: dict[str, list[QNode]] = {}
+    for node in qgraph.nodes:
+        for t in node.inputs:
+            readers.setdefault(t, []).append(node)
+    return {
+        n.output
+        for n in qgraph.nodes
+        if n.op == "conv"
+        and all(r.op == "conv" for r in readers.get(n.output, []))
+        and (readers.get(n.output) or n.output in qgraph.outputs)
+    }

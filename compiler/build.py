@@ -17,7 +17,7 @@ from compiler import __version__, ui
 from compiler.errors import AccuracyGateFailed, BadInput
 from compiler.lowering import ingest_and_lower
 from compiler.preprocess import parse_preprocess
-from compiler.quantization import QuantizeOptions, calibrate_and_quantize, measure
+from compiler.quantization import QuantizeOptions, quantize_and_measure, quantized_meta
 from compiler.summary import summarize
 from compiler.targets import load_target, select_backend
 
@@ -48,9 +48,8 @@ def build(opts: BuildOptions) -> dict:
     graph = model.graph
     summary = summarize(lowered)
 
-    qgraph, quant_info, held = calibrate_and_quantize(lowered, opts.quant)
-    qgraph.meta = {"model": model.name, "sha256": model.sha256, "preprocess": pre.as_dict(), **quant_info}
-    quant_info.update(measure(lowered, qgraph, held, opts.quant))
+    qgraph, quant_info = quantize_and_measure(lowered, opts.quant)
+    qgraph.meta = quantized_meta(model, pre, quant_info)
 
     report = {
         "mfnc_version": __version__,

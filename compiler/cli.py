@@ -35,6 +35,12 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--algo", default="mse", choices=["minmax", "percentile", "kl", "mse"], help="range algorithm")
     p.add_argument("--mode", default="fused", choices=["fused", "tflite"], help="int8 graph mode (default fused)")
     p.add_argument("--strict", action="store_true", help="treat calibration-set warnings as errors")
+    p.add_argument(
+        "--int16",
+        default="auto",
+        metavar="auto|none|TENSORS",
+        help="int16 activations: auto (widen sensitive layers while the gate fails; default), none, or names",
+    )
 
 
 def _quantize_options(args: argparse.Namespace) -> QuantizeOptions:
@@ -42,7 +48,15 @@ def _quantize_options(args: argparse.Namespace) -> QuantizeOptions:
 
     extra = {k: getattr(args, k) for k in ("gate_cosine", "gate_auc_drop") if hasattr(args, k)}
     return QuantizeOptions(
-        args.algo, args.mode, args.calib, args.synthetic, args.calib_limit, args.eval_faces, args.strict, **extra
+        args.algo,
+        args.mode,
+        args.calib,
+        args.synthetic,
+        args.calib_limit,
+        args.eval_faces,
+        args.strict,
+        int16=args.int16,
+        **extra,
     )
 
 
@@ -132,6 +146,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from compiler.passes import apply_passes
     from compiler.summary import summarize
 
+    if args.model.endswith(".mfnq"):
+        return _inspect_quantized(args)
     with ui.step(f"ingesting {args.model}"):
         model = load_model(args.model)
     summary = summarize(apply_passes(model.graph))
@@ -168,6 +184,37 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     ui.info(
         f"total: {summary['params']:,} params ({summary['params'] / 1e6:.3f} M), "
         f"{summary['macs']:,} MACs ({summary['macs'] / 1e6:.1f} M)"
+    )
+    ui.emit_json(args.json, summary)
+    return 0
+
+
+def _inspect_quantized(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from calibration import qgraph as qformat
+
+    summary = qformat.summarize(qformat.load(Path(args.model)))
+    table = Table(title=f"{summary['model']}  (int8, {summary['mode']} mode)")
+    for column in ("#", "layer", "op", "activation", "out", "dtype", "scale", "zero point", "params"):
+        table.add_column(column)
+    for i, row in enumerate(summary["layers"]):
+        out = "x".join(str(d) for d in row["output_shape"][1:])
+        table.add_row(
+            str(i),
+            row["name"],
+            row["kind"],
+            row["activation"],
+            out,
+            row["dtype"],
+            f"{row['scale']:.5g}",
+            str(row["zero_point"]),
+            f"{row['params']:,}",
+        )
+    ui.console.print(table)
+    ui.info(
+        f"total: {summary['params']:,} params, {summary['macs'] / 1e6:.1f} M MACs, "
+        f"{summary['weight_bytes']:,} weight bytes; int16 tensors: {', '.join(summary['int16_tensors']) or 'none'}"
     )
     ui.emit_json(args.json, summary)
     return 0

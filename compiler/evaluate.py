@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from compiler.verification import (
     roc_curve,
     verification_metrics,
 )
+
+QUANTIZED_SUFFIX = ".mfnq"
 
 LABELS_FILE = "labels.csv"
 HOW_TO_LABEL = f"add {LABELS_FILE} (columns file,identity) or put each identity's images in DIR/<identity>/"
@@ -147,11 +150,44 @@ def _embed_one(reference: OnnxReference, pixels: np.ndarray) -> np.ndarray:
     return np.asarray(output, dtype=np.float64).ravel()
 
 
-def embed(model: LoadedModel, pre: Preprocess, pixels: np.ndarray, flip: bool = False) -> np.ndarray:
+@dataclass(frozen=True)
+class Embedder:
+    """A model as `eval` sees it: pixels [1,3,H,W] -> embedding, whatever runs it."""
+
+    name: str
+    sha256: str
+    preprocess: str
+    height: int
+    width: int
+    one: Callable[[np.ndarray], np.ndarray]
+
+
+def float_embedder(model: LoadedModel, pre: Preprocess) -> Embedder:
+    """The original float model under onnxruntime."""
+    reference = _reference(model, pre)
+    height, width = model.graph.image_hw()
+    return Embedder(model.name, model.sha256, pre.spec, height, width, lambda px: _embed_one(reference, px))
+
+
+def quantized_embedder(path: Path, preprocess: str) -> Embedder:
+    """Our int8 model file through the golden simulator; preprocessing is inside the model."""
+    from calibration import golden
+    from calibration import qgraph as qformat
+    from compiler.frontend.onnx_import import model_sha256
+
+    qgraph = qformat.load(path)
+    recorded = qgraph.meta.get("preprocess", {}).get("spec", "?")
+    if preprocess != "paper" and preprocess != recorded:
+        ui.warn(f"{path}: --preprocess {preprocess} ignored; the quantized model has {recorded} built in")
+    _, _, height, width = qgraph.tensors[qgraph.input].shape
+    name = f"{qgraph.meta.get('model', path.stem)} (int8 {qgraph.mode})"
+    return Embedder(name, model_sha256(path), recorded, height, width, lambda px: golden.embed(qgraph, px).ravel())
+
+
+def embed(model: Embedder, pixels: np.ndarray, flip: bool = False) -> np.ndarray:
     """L2-normalised embeddings [N,D], one image at a time (models have batch 1), with a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    reference = _reference(model, pre)
     rows = []
     start = time.monotonic()
     columns = (TextColumn("embedding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -159,9 +195,9 @@ def embed(model: LoadedModel, pre: Preprocess, pixels: np.ndarray, flip: bool = 
         task = bar.add_task("embedding", total=pixels.shape[0])
         for i in range(pixels.shape[0]):
             image = pixels[i : i + 1]
-            vector = _embed_one(reference, image)
+            vector = model.one(image)
             if flip:  # the mirror is as valid a view of the face; summing steadies the embedding
-                vector = vector + _embed_one(reference, np.ascontiguousarray(image[..., ::-1]))
+                vector = vector + model.one(np.ascontiguousarray(image[..., ::-1]))
             rows.append(vector)
             bar.advance(task)
     norms = np.linalg.norm(np.stack(rows), axis=1, keepdims=True)
@@ -199,11 +235,13 @@ def _pairs_for(opts: EvalOptions, files: list[str], identities: list[str], kept:
 def evaluate(opts: EvalOptions) -> tuple[dict, np.ndarray, np.ndarray]:
     """Run `eval`: (JSON result, pair scores, pair ground truth)."""
     _check_options(opts)
-    pre = parse_preprocess(opts.preprocess)
     index = face_index(opts.faces) if opts.faces is not None else None
     with ui.step(f"ingesting {opts.model}"):
-        model = load_model(opts.model)
-    height, width = model.graph.image_hw()
+        if opts.model.endswith(QUANTIZED_SUFFIX):
+            model = quantized_embedder(Path(opts.model), opts.preprocess)
+        else:
+            model = float_embedder(load_model(opts.model), parse_preprocess(opts.preprocess))
+    height, width = model.height, model.width
     pairs = None
     if index is not None:
         files, identities = index
@@ -214,14 +252,14 @@ def evaluate(opts: EvalOptions) -> tuple[dict, np.ndarray, np.ndarray]:
         faces = synthetic_faces(opts.synthetic, height, width)  # type: ignore[arg-type]
         if opts.limit is not None:
             faces = FaceSet(faces.pixels[: opts.limit], faces.labels[: opts.limit], [], faces.source)
-    embeddings = embed(model, pre, faces.pixels, opts.flip)
+    embeddings = embed(model, faces.pixels, opts.flip)
     pairs = all_pairs(faces.labels) if pairs is None else pairs
     metrics = verification_metrics(embeddings, faces.labels, pairs)
     result = {
         **metrics,
         "model": model.name,
         "sha256": model.sha256,
-        "preprocess": pre.spec,
+        "preprocess": model.preprocess,
         "flip": opts.flip,
         "source": faces.source,
     }

@@ -17,12 +17,14 @@ from calibration.analysis import layer_errors
 from calibration.dataset import CalibrationSet, load_calibration_files, synthetic_calibration
 from calibration.observers import observe_ranges
 from calibration.qgraph import QGraph
-from calibration.quantizer import quantize
+from calibration.quantizer import int16_candidates, quantize
 from calibration.ranges import ALGORITHMS
 from compiler import executor, ui
 from compiler.errors import BadInput
 from compiler.faces import list_images
+from compiler.frontend import LoadedModel
 from compiler.ir import Graph
+from compiler.preprocess import Preprocess
 from compiler.verification import all_pairs, pair_scores, roc_curve, verification_metrics
 
 DEFAULT_CALIB_LIMIT = 100
@@ -30,6 +32,9 @@ DEFAULT_SYNTHETIC_CALIB = 100
 DEFAULT_SYNTHETIC_EVAL = 100
 MAX_HELD_OUT = 200
 ANALYSIS_IMAGES = 4
+INT16_PROBE_IMAGES = 16
+MAX_INT16_TENSORS = 4
+INT16_MARGIN = 0.001  # stop once the probe clears the gate by this much
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class QuantizeOptions:
     strict: bool = False
     gate_cosine: float = 0.99
     gate_auc_drop: float = 0.005
+    int16: str = "auto"  # "auto", "none", or comma-separated tensor names
 
 
 @dataclass
@@ -147,8 +153,18 @@ def gate(result: dict, opts: QuantizeOptions) -> list[str]:
     return failures
 
 
-def calibrate_and_quantize(graph: Graph, opts: QuantizeOptions) -> tuple[QGraph, dict, HeldOut]:
-    """Calibrate on the calibration set and quantize; returns (qgraph, calibration info, held-out set)."""
+@dataclass
+class Calibrated:
+    """Everything quantization needs again when it re-quantizes with int16 layers."""
+
+    graph: Graph
+    ranges: dict[str, tuple[float, float]]
+    info: dict
+    held: HeldOut
+
+
+def calibrate_and_quantize(graph: Graph, opts: QuantizeOptions) -> tuple[QGraph, Calibrated]:
+    """Calibrate on the calibration set and quantize."""
     if opts.algo not in ALGORITHMS:
         raise BadInput(f"--algo {opts.algo}: expected one of {', '.join(ALGORITHMS)}")
     height, width = graph.image_hw()
@@ -157,7 +173,8 @@ def calibrate_and_quantize(graph: Graph, opts: QuantizeOptions) -> tuple[QGraph,
         ui.warn(warning)
     with ui.progress(f"calibrating ({opts.algo}) on {len(calib.images)} images") as advance:
         ranges = observe_ranges(graph, calib.images, opts.algo, advance)
-    qgraph = quantize(graph, ranges, opts.mode)
+    int16 = _explicit_int16(opts)
+    qgraph = quantize(graph, ranges, opts.mode, int16)
     info = {
         "mode": opts.mode,
         "algorithm": opts.algo,
@@ -165,7 +182,78 @@ def calibrate_and_quantize(graph: Graph, opts: QuantizeOptions) -> tuple[QGraph,
         "calib_source": calib.source,
         "warnings": calib.warnings,
     }
-    return qgraph, info, held
+    return qgraph, Calibrated(graph, ranges, info, held)
+
+
+def _explicit_int16(opts: QuantizeOptions) -> frozenset[str]:
+    if opts.int16 in ("auto", "none", ""):
+        return frozenset()
+    if opts.mode != "fused":
+        raise BadInput("--int16 layers need --mode fused")
+    return frozenset(t.strip() for t in opts.int16.split(",") if t.strip())
+
+
+def _mean_cosine(reference: np.ndarray, qgraph: QGraph, images: np.ndarray) -> float:
+    quantized = golden.embed(qgraph, images)
+    cos = np.sum(reference * quantized, axis=1) / (
+        np.linalg.norm(reference, axis=1) * np.linalg.norm(quantized, axis=1) + 1e-30
+    )
+    return float(cos.mean())
+
+
+def escalate_int16(qgraph: QGraph, cal: Calibrated, opts: QuantizeOptions) -> tuple[QGraph, list[dict]]:
+    """Move tensors around the worst layers to int16, one at a time, while the gate fails.
+
+    Each round tries the inputs and output of the three worst layers (single-layer
+    cosine) and keeps the one that raises the mean cosine most on a probe subset.
+    """
+    probe = cal.held.images[:INT16_PROBE_IMAGES]
+    reference = float_embeddings(cal.graph, probe)
+    current = _mean_cosine(reference, qgraph, probe)
+    chosen: list[str] = sorted(_explicit_int16(opts))
+    steps: list[dict] = []
+    for _ in range(MAX_INT16_TENSORS):
+        if current >= opts.gate_cosine + INT16_MARGIN:
+            break
+        candidates = int16_candidates(qgraph) - set(chosen)
+        worst = layer_errors(cal.graph, qgraph, probe[:2])[:3]
+        producers = {n.output: n for n in qgraph.nodes}
+        options: list[str] = []
+        for row in worst:
+            node = producers[row["tensor"]]
+            options += [t for t in [*node.inputs, node.output] if t in candidates and t not in options]
+        best: tuple[float, str, QGraph] | None = None
+        for tensor in options:
+            trial = quantize(cal.graph, cal.ranges, opts.mode, frozenset([*chosen, tensor]))
+            score = _mean_cosine(reference, trial, probe)
+            if best is None or score > best[0]:
+                best = (score, tensor, trial)
+        if best is None or best[0] <= current + 1e-5:
+            break
+        steps.append({"tensor": best[1], "probe_mean_cosine_before": current, "probe_mean_cosine_after": best[0]})
+        ui.info(f"int16 for {best[1]}: probe mean cosine {current:.4f} -> {best[0]:.4f}")
+        current, qgraph = best[0], best[2]
+        chosen.append(best[1])
+    return qgraph, steps
+
+
+def int16_cost(qgraph: QGraph) -> dict:
+    """Which tensors are int16 and the extra activation bytes they cost."""
+    wide = {k: v for k, v in qgraph.tensors.items() if v.dtype == "int16"}
+    return {"tensors": sorted(wide), "extra_bytes": int(sum(np.prod(v.shape[1:]) for v in wide.values()))}
+
+
+def quantize_and_measure(graph: Graph, opts: QuantizeOptions) -> tuple[QGraph, dict]:
+    """Calibrate, quantize, measure; with --int16 auto, widen layers while the gate fails."""
+    qgraph, cal = calibrate_and_quantize(graph, opts)
+    result = measure(graph, qgraph, cal.held, opts)
+    steps: list[dict] = []
+    if not result["passed"] and opts.int16 == "auto" and opts.mode == "fused":
+        with ui.step("int16 fallback for the most sensitive layers"):
+            qgraph, steps = escalate_int16(qgraph, cal, opts)
+        if steps:
+            result = measure(graph, qgraph, cal.held, opts)
+    return qgraph, {**cal.info, **result, "int16": {**int16_cost(qgraph), "policy": opts.int16, "steps": steps}}
 
 
 def measure(graph: Graph, qgraph: QGraph, held: HeldOut, opts: QuantizeOptions) -> dict:
@@ -183,3 +271,15 @@ def measure(graph: Graph, qgraph: QGraph, held: HeldOut, opts: QuantizeOptions) 
     result["layers"] = layers
     result["worst_layers"] = [r["layer"] for r in layers[:5]]
     return result
+
+
+def quantized_meta(model: LoadedModel, pre: Preprocess, info: dict) -> dict:
+    """What a .mfnq file records about where it came from (so eval/build need no flags)."""
+    keep = ("mode", "algorithm", "n_calib", "calib_source", "mean_cosine", "min_cosine")
+    return {
+        "model": model.name,
+        "sha256": model.sha256,
+        "preprocess": pre.as_dict(),
+        "int16": info["int16"]["tensors"],
+        **{k: info[k] for k in keep},
+    }

@@ -10,7 +10,7 @@ from compiler import ui
 from compiler.errors import BadInput
 from compiler.lowering import ingest_and_lower
 from compiler.preprocess import parse_preprocess
-from compiler.quantization import QuantizeOptions, calibrate_and_quantize, measure
+from compiler.quantization import QuantizeOptions, quantize_and_measure, quantized_meta
 
 
 def quantize_model(spec: str, preprocess: str, opts: QuantizeOptions, out: Path | None, tflite: Path | None) -> dict:
@@ -18,10 +18,9 @@ def quantize_model(spec: str, preprocess: str, opts: QuantizeOptions, out: Path 
     if tflite is not None and opts.mode != "tflite":
         raise BadInput("--tflite needs --mode tflite (the fused mode's PReLU epilogue has no TFLite op)")
     model, lowered, _, _ = ingest_and_lower(spec, pre, opts.calib)
-    qgraph, info, held = calibrate_and_quantize(lowered, opts)
-    qgraph.meta = {"model": model.name, "sha256": model.sha256, "preprocess": pre.as_dict(), **info}
+    qgraph, info = quantize_and_measure(lowered, opts)
+    qgraph.meta = quantized_meta(model, pre, info)
     result = {"model": model.name, "sha256": model.sha256, "preprocess": pre.spec, **info}
-    result.update(measure(lowered, qgraph, held, opts))
     out = out or Path(f"{Path(model.name).stem}-{opts.mode}{qformat.SUFFIX}")
     qformat.save(qgraph, out)
     result["output"] = str(out)

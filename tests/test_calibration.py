@@ -158,3 +158,36 @@ def test_forced_gate_failure_exits_3_and_still_writes_the_report(capsys, tmp_pat
     assert len(q["worst_layers"]) == 5 and q["layers"][0]["cosine_single"] <= q["layers"][-1]["cosine_single"]
     assert (out / "report.html").read_text().count("<img") >= 3
     assert (out / "model.mfnq").exists()
+
+
+def test_quantized_model_file_is_inspectable_and_evaluable(capsys, tmp_path, eval_faces):
+    path = tmp_path / "m.mfnq"
+    code, _, err = run_cli(
+        capsys,
+        "quantize",
+        "--model",
+        "mobilefacenet",
+        "--synthetic",
+        "20",
+        "--algo",
+        "minmax",
+        "--eval-faces",
+        str(eval_faces),
+        "--int16",
+        "none",
+        "--out",
+        str(path),
+    )
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "inspect", "--model", str(path), "--json", "-")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["mode"] == "fused" and summary["int16_tensors"] == []
+    assert summary["macs"] == pytest.approx(221e6, rel=0.01)
+    convs = [r for r in summary["layers"] if r["op"] == "conv"]
+    assert len(convs) == 50 and sum(r["activation"] == "prelu" for r in convs) == 33
+    code, out, err = run_cli(capsys, "eval", "--model", str(path), "--synthetic", "10", "--json", "-")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["model"] == "mobilefacenet (int8 fused)" and result["n_images"] == 10
+    assert result["preprocess"] == "paper"

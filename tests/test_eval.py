@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from compiler.cli import main
-from compiler.evaluate import embed, face_index, load_faces
+from compiler.evaluate import embed, face_index, float_embedder, load_faces
 from compiler.frontend import load_model
 from compiler.preprocess import parse_preprocess
 from compiler.verification import verification_metrics
@@ -50,13 +50,13 @@ def friends_set(foamliu, friends):
 @pytest.fixture(scope="module")
 def rgb_metrics(friends_set):
     model, faces = friends_set
-    embeddings = embed(model, parse_preprocess("imagenet"), faces.pixels)
+    embeddings = embed(float_embedder(model, parse_preprocess("imagenet")), faces.pixels)
     return verification_metrics(embeddings, faces.labels)
 
 
 def _auc(friends_set, spec: str) -> float:
     model, faces = friends_set
-    return verification_metrics(embed(model, parse_preprocess(spec), faces.pixels), faces.labels)["auc"]
+    return verification_metrics(embed(float_embedder(model, parse_preprocess(spec)), faces.pixels), faces.labels)["auc"]
 
 
 # --- the real model reproduces its README ----------------------------------------------
