@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi gcc-aarch64-linux-g
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint setup system-packages clean
+.PHONY: demo test check-full lint setup system-packages clean
 
 demo: setup
 	$(PY) -m compiler build --target rk3399 --model mobilefacenet
@@ -21,6 +21,10 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest
+
+# Heavier checks with the numbers quoted in docs/ (minutes, not part of `make test`).
+check-full: setup
+	$(PY) -m bench.check_int8 --json build/check-int8.json
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -32,6 +32,7 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
     faces.add_argument("--synthetic", type=int, metavar="N", help="calibrate on N synthetic faces (default 100)")
     p.add_argument("--calib-limit", type=int, metavar="N", help="calibrate on N images of --calib (default 100)")
     p.add_argument("--eval-faces", type=Path, help="held-out faces for accuracy (default: the rest of --calib)")
+    p.add_argument("--eval-limit", type=int, default=200, metavar="N", help="at most N held-out images (default 200)")
     p.add_argument("--algo", default="mse", choices=["minmax", "percentile", "kl", "mse"], help="range algorithm")
     p.add_argument("--mode", default="fused", choices=["fused", "tflite"], help="int8 graph mode (default fused)")
     p.add_argument("--strict", action="store_true", help="treat calibration-set warnings as errors")
@@ -56,6 +57,7 @@ def _quantize_options(args: argparse.Namespace) -> QuantizeOptions:
         args.eval_faces,
         args.strict,
         int16=args.int16,
+        eval_limit=args.eval_limit,
         **extra,
     )
 

@@ -49,6 +49,7 @@ class QuantizeOptions:
     gate_cosine: float = 0.99
     gate_auc_drop: float = 0.005
     int16: str = "auto"  # "auto", "none", or comma-separated tensor names
+    eval_limit: int = MAX_HELD_OUT
 
 
 @dataclass
@@ -77,7 +78,16 @@ def _labelled(folder: Path, height: int, width: int, only: set[str] | None = Non
 
 
 def datasets(opts: QuantizeOptions, height: int, width: int) -> tuple[CalibrationSet, HeldOut]:
-    """The calibration set and the held-out set, per DESIGN section 8."""
+    """The calibration set and the held-out set (at most --eval-limit images), per DESIGN section 8."""
+    calib, held = _datasets(opts, height, width)
+    if opts.eval_limit < 2:
+        raise BadInput(f"--eval-limit {opts.eval_limit}: need at least 2 images")
+    limit = opts.eval_limit
+    labels = None if held.labels is None else held.labels[:limit]
+    return calib, HeldOut(held.images[:limit], labels, held.source)
+
+
+def _datasets(opts: QuantizeOptions, height: int, width: int) -> tuple[CalibrationSet, HeldOut]:
     if opts.calib_limit is not None and opts.calib_limit < 1:
         raise BadInput(f"--calib-limit {opts.calib_limit}: must be at least 1")
     if opts.calib is None:
@@ -95,7 +105,7 @@ def datasets(opts: QuantizeOptions, height: int, width: int) -> tuple[Calibratio
     calib = load_calibration_files(opts.calib, calib_files, height, width, opts.strict)
     if opts.eval_faces:
         return calib, _labelled(opts.eval_faces, height, width)
-    rest = {str(files[i].relative_to(opts.calib)) for i in sorted(order[limit:])[:MAX_HELD_OUT]}
+    rest = {str(files[i].relative_to(opts.calib)) for i in sorted(order[limit:])[: opts.eval_limit]}
     if len(rest) < 2:
         raise BadInput(
             f"{opts.calib}: no images left to hold out after calibrating on {limit}; lower --calib-limit "

@@ -210,6 +210,12 @@ def test_build_real_model_writes_the_report(capsys, tmp_path, foamliu, friends):
     code, out, err = run_cli(
         capsys,
         "build",
+        "--calib-limit",
+        "20",
+        "--eval-limit",
+        "10",
+        "--algo",
+        "minmax",
         "--target",
         "rk3399",
         "--model",
@@ -234,6 +240,10 @@ def test_build_real_model_writes_the_report(capsys, tmp_path, foamliu, friends):
     names = [p["name"] for p in report["passes"]]
     assert names[0] == "ingest" and "fold_batchnorm" in names and names[-1] == "fold_preprocess"
     assert all(p["max_rel_err"] <= 1e-5 for p in report["passes"])
+    q = report["quantization"]
+    assert (q["n_calib"], q["n_eval"], q["mode"], q["algorithm"]) == (20, 10, "fused", "minmax")
+    assert q["passed"] and q["mean_cosine"] > 0.98, "real ReLU6 model in int8 on real held-out faces"
+    assert (out_dir / "model.mfnq").exists() and (out_dir / "report.html").exists()
 
 
 def test_python_m_compiler_entry_point():

@@ -1,0 +1,1 @@
+"""Benchmarks and heavier checks (`make check-full`, `make bench`)."""
