@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from calibration import qgraph as qformat
 from compiler import __version__, ui
+from compiler.backends.c_backend import DEVICE_CHECK_IMAGES, compile_c
 from compiler.errors import AccuracyGateFailed, BadInput
+from compiler.faces import resize_pixels
 from compiler.lowering import ingest_and_lower
 from compiler.preprocess import parse_preprocess
 from compiler.quantization import QuantizeOptions, quantize_and_measure, quantized_meta
 from compiler.summary import summarize
+from compiler.synthetic import synthetic_eval_set
 from compiler.targets import load_target, select_backend
 
 
@@ -43,6 +47,13 @@ def build(opts: BuildOptions) -> dict:
     out = opts.out or Path("build") / target.name
     if opts.quant.synthetic is not None and opts.quant.synthetic < 2:
         raise BadInput(f"--synthetic {opts.quant.synthetic}: need at least 2 images")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.json").exists())):
+        raise BadInput(f"--out {out}: exists and is not an mfnc build folder; refusing to replace it")
+    if backend != "c":
+        raise BadInput(
+            f"--backend {backend} for {target.name}: that backend is not available in this version yet; "
+            "use --backend c (the C runtime)"
+        )
 
     model, lowered, records, image_info = ingest_and_lower(opts.model, pre, opts.quant.calib)
     graph = model.graph
@@ -50,6 +61,15 @@ def build(opts: BuildOptions) -> dict:
 
     qgraph, quant_info = quantize_and_measure(lowered, opts.quant)
     qgraph.meta = quantized_meta(model, pre, quant_info)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=_parent(out)))
+    try:
+        with ui.step("generating C and checking it on this host" if target.cpu.arch == "x86_64" else "generating C"):
+            height, width = lowered.image_hw()
+            probe = resize_pixels(synthetic_eval_set(DEVICE_CHECK_IMAGES, seed=7)[0], height, width)
+            codegen = compile_c(qgraph, target, staging, model.sha256, probe)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
     report = {
         "mfnc_version": __version__,
@@ -70,12 +90,15 @@ def build(opts: BuildOptions) -> dict:
         "passes": [r.as_dict() for r in records],
         "equivalence": {"metric": "max|a-b|/max|b| vs onnxruntime on the original model", "images": image_info},
         "quantization": quant_info,
-        "artifacts": {"quantized_model": "model.mfnq"},
-        "stages": ["ingest", "passes", "float_equivalence", "calibration", "quantization", "int8_accuracy"],
+        "memory": codegen["memory"],
+        "c": {k: v for k, v in codegen.items() if k != "memory"},
+        "artifacts": {"quantized_model": "model.mfnq", "c_sources": "c/"},
+        "stages": ["ingest", "passes", "float_equivalence", "calibration", "quantization", "int8_accuracy", "c_codegen"]
+        + (["host_check"] if "host_check" in codegen else []),
         "notes": model.notes,
     }
     report["out"] = str(out)
-    _write_outputs(out, report, qgraph)
+    _write_outputs(out, staging, report, qgraph)
     return report
 
 
@@ -98,17 +121,25 @@ def _backend_reason(requested: str, chosen: str) -> str:
     return "auto: no TVM tuning database for this target and model, so the C runtime"
 
 
-def _write_outputs(out: Path, report: dict, qgraph: qformat.QGraph) -> None:
-    """Write OUT/report.json, report.html and model.mfnq; a fresh OUT that fails half-way is removed."""
+def _parent(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.parent
+
+
+def _write_outputs(out: Path, staging: Path, report: dict, qgraph: qformat.QGraph) -> None:
+    """Finish the artifact in the staging folder, then swap it in for OUT in one step."""
     from compiler.report_html import render_html
 
-    created = not out.exists()
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        qformat.save(qgraph, out / "model.mfnq")
-        ui.write_atomic(out / "report.json", json.dumps(report, indent=2) + "\n")
-        ui.write_atomic(out / "report.html", render_html(report))
+        for key in ("source_dir", "binary"):
+            if key in report["c"]:
+                report["c"][key] = str(out / Path(report["c"][key]).relative_to(staging))
+        qformat.save(qgraph, staging / "model.mfnq")
+        ui.write_atomic(staging / "report.json", json.dumps(report, indent=2) + "\n")
+        ui.write_atomic(staging / "report.html", render_html(report))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
     except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise

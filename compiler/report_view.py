@@ -33,6 +33,26 @@ def print_build_report(report: dict) -> None:
             changed = ", ".join(f"{op} {a}->{b}" for op, (a, b) in rec["ops_changed"].items()) or "-"
         table.add_row(rec["name"], changed, f"{rec['max_rel_err']:.2e}")
     ui.console.print(table)
+    q = report.get("quantization")
+    if q:
+        verdict = "[green]passed[/green]" if q["passed"] else "[red]FAILED[/red] " + "; ".join(q["gate"]["failures"])
+        ui.info(
+            f"int8 ({q['mode']}, {q['algorithm']}, {q['n_calib']} calibration images from {q['calib_source']}): "
+            f"cosine vs float mean {q['mean_cosine']:.4f} min {q['min_cosine']:.4f} on {q['n_eval']} held-out "
+            f"images ({q['eval_source']}); gate {verdict}"
+        )
+        if "float" in q:
+            ui.info(f"verification AUC float {q['float']['auc']:.4f} -> int8 {q['int8']['auc']:.4f}")
+        if q["int16"]["tensors"]:
+            ui.info(f"int16 tensors: {', '.join(q['int16']['tensors'])} (+{q['int16']['extra_bytes']:,} B)")
+        ui.info(f"worst layers: {', '.join(q['worst_layers'][:3])}")
+    memory = report.get("memory")
+    if memory:
+        ui.info(f"C runtime: arena {memory['arena_bytes']:,} B, constants {memory['weights_bytes']:,} B")
+    check = report.get("c", {}).get("host_check")
+    if check:
+        ui.info(f"host run: {check['bit_exact']}/{check['n_inputs']} outputs bit-exact with the golden simulator")
+    ui.info(f"artifact: {report.get('out')}")
     for note in report.get("notes", []):
         ui.info(f"note: {note}")
 

@@ -1,0 +1,57 @@
+"""`build --backend c`: the generated source tree, memory against the target, and the
+first run of the compiled model on this host."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+from tests.test_cli import assert_one_line_error, run_cli
+
+QUICK = ["--model", "mobilefacenet", "--synthetic", "10", "--eval-limit", "4", "--algo", "minmax"]
+
+
+def test_x86_64_build_runs_bit_exact_and_its_tree_builds_alone(capsys, tmp_path):
+    out = tmp_path / "x86"
+    code, stdout, err = run_cli(capsys, "build", "--target", "x86_64", *QUICK, "--out", str(out), "--json", "-")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["backend"] == "c" and "c_codegen" in report["stages"]
+    assert report["c"]["host_check"] == {"n_inputs": 4, "bit_exact": 4}
+    assert 0 < report["memory"]["arena_bytes"] < 1_000_000
+    assert 900_000 < report["memory"]["weights_bytes"] < 1_300_000
+    tree = out / "c"
+    assert {"model.c", "model.h", "mfn_kernels.c", "mfn_kernels.h", "main.c", "Makefile"} <= {
+        p.name for p in tree.iterdir()
+    }
+    if shutil.which("make") and shutil.which("gcc"):
+        (tree / "mfn-host").unlink()
+        subprocess.run(["make", "-s", "-C", str(tree)], check=True, timeout=300, capture_output=True)
+        assert (tree / "mfn-host").exists()
+
+
+def test_board_too_small_fails_with_the_numbers_and_leaves_nothing(capsys, tmp_path):
+    out = tmp_path / "f7"
+    code, _, err = run_cli(capsys, "build", "--target", "stm32f746", *QUICK, "--out", str(out))
+    assert code == 2
+    assert_one_line_error(err, "does not fit stm32f746", "activation arena", "B of RAM", "weights")
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_backends_not_available_yet_are_refused_clearly(capsys, tmp_path):
+    code, _, err = run_cli(
+        capsys, "build", "--target", "rk3399", "--backend", "tvm", *QUICK, "--out", str(tmp_path / "o")
+    )
+    assert code == 2
+    assert_one_line_error(err, "--backend tvm", "--backend c")
+
+
+def test_out_folder_that_is_not_a_build_is_not_replaced(capsys, tmp_path):
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    code, _, err = run_cli(capsys, "build", "--target", "x86_64", *QUICK, "--out", str(precious))
+    assert code == 2
+    assert_one_line_error(err, "refusing to replace")
+    assert (precious / "notes.txt").read_text() == "keep me"
