@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from calibration import qgraph as qformat
 from compiler import __version__, ui
-from compiler.backends.c_backend import DEVICE_CHECK_IMAGES, compile_c
+from compiler.backends.c_backend import DEVICE_CHECK_IMAGES, arena_limit, compile_c
+from compiler.backends.c_emitter import plan_arena
 from compiler.errors import AccuracyGateFailed, BadInput
 from compiler.faces import resize_pixels
 from compiler.lowering import ingest_and_lower
@@ -56,6 +57,9 @@ def build(opts: BuildOptions) -> dict:
         )
 
     model, lowered, records, image_info = ingest_and_lower(opts.model, pre, opts.quant.calib)
+    if target.os == "baremetal" and opts.quant.fits is None:
+        limit = arena_limit(target)
+        opts.quant = replace(opts.quant, fits=lambda q: plan_arena(q).arena_bytes <= limit)
     graph = model.graph
     summary = summarize(lowered)
 

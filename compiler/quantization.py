@@ -7,6 +7,7 @@ seeded held-out split of `--calib`, or held-out synthetic identities. The gate
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,8 @@ class QuantizeOptions:
     gate_auc_drop: float = 0.005
     int16: str = "auto"  # "auto", "none", or comma-separated tensor names
     eval_limit: int = MAX_HELD_OUT
+    # Memory-bound targets: a candidate int16 model must pass this check (the backend's arena plan).
+    fits: Callable[[QGraph], bool] | None = None
 
 
 @dataclass
@@ -235,6 +238,8 @@ def escalate_int16(qgraph: QGraph, cal: Calibrated, opts: QuantizeOptions) -> tu
         best: tuple[float, str, QGraph] | None = None
         for tensor in options:
             trial = quantize(cal.graph, cal.ranges, opts.mode, frozenset([*chosen, tensor]))
+            if opts.fits is not None and not opts.fits(trial):
+                continue  # would not fit the target's RAM
             score = _mean_cosine(reference, trial, probe)
             if best is None or score > best[0]:
                 best = (score, tensor, trial)

@@ -191,3 +191,21 @@ def test_quantized_model_file_is_inspectable_and_evaluable(capsys, tmp_path, eva
     result = json.loads(out)
     assert result["model"] == "mobilefacenet (int8 fused)" and result["n_images"] == 10
     assert result["preprocess"] == "paper"
+
+
+def test_int16_escalation_helps_and_respects_the_memory_budget():
+    from dataclasses import replace
+
+    from compiler.lowering import ingest_and_lower
+    from compiler.preprocess import parse_preprocess
+    from compiler.quantization import QuantizeOptions, calibrate_and_quantize, escalate_int16
+
+    _, lowered, _, _ = ingest_and_lower("mobilefacenet", parse_preprocess("paper"), None)
+    opts = QuantizeOptions(algo="minmax", synthetic=4, eval_limit=4, gate_cosine=0.99999)
+    qgraph, cal = calibrate_and_quantize(lowered, opts)
+    widened, steps = escalate_int16(qgraph, cal, opts)
+    assert steps, "a gate this strict must widen at least one tensor"
+    assert steps[0]["probe_mean_cosine_after"] > steps[0]["probe_mean_cosine_before"]
+    assert widened.tensors[steps[0]["tensor"]].dtype == "int16"
+    _, none = escalate_int16(qgraph, cal, replace(opts, fits=lambda q: False))
+    assert none == [], "nothing may be widened when nothing fits the target"

@@ -44,20 +44,26 @@ def constant_bytes(graph: QGraph) -> int:
     return int(total)
 
 
+def arena_limit(target: Target) -> int:
+    """Bytes of RAM the activation arena may use on a bare-metal target."""
+    memory = target.memory
+    region = memory.region(memory.arena_region) if memory.arena_region else None
+    return (region.size_kib if region else memory.largest_ram_bank_kib) * 1024
+
+
 def check_fits(target: Target, plan: ArenaPlan, weights: int) -> dict:
     """Memory numbers against the target; a bare-metal board that cannot hold them is exit 2."""
     memory = target.memory
     numbers = {"arena_bytes": plan.arena_bytes, "weights_bytes": weights}
     if target.os != "baremetal":
         return {**numbers, "ram_limit_bytes": memory.ram_kib * 1024}
-    arena_region = memory.region(memory.arena_region) if memory.arena_region else None
     weights_region = memory.region(memory.weights_region) if memory.weights_region else None
-    arena_limit = (arena_region.size_kib if arena_region else memory.largest_ram_bank_kib) * 1024
+    limit = arena_limit(target)
     flash_limit = (weights_region.size_kib if weights_region else (memory.flash_kib or 0)) * 1024
-    numbers.update(arena_limit_bytes=arena_limit, weights_limit_bytes=flash_limit)
+    numbers.update(arena_limit_bytes=limit, weights_limit_bytes=flash_limit)
     problems = []
-    if plan.arena_bytes > arena_limit:
-        problems.append(f"activation arena {plan.arena_bytes:,} B > {arena_limit:,} B of RAM ({memory.arena_region})")
+    if plan.arena_bytes > limit:
+        problems.append(f"activation arena {plan.arena_bytes:,} B > {limit:,} B of RAM ({memory.arena_region})")
     if flash_limit and weights > flash_limit:
         problems.append(f"weights {weights:,} B > {flash_limit:,} B of flash ({memory.weights_region})")
     if problems:
