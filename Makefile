@@ -15,7 +15,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: demo test check-full lint setup system-packages clean
 
 demo: setup
-	$(PY) -m compiler build --target rk3399 --model mobilefacenet
+	$(PY) -m compiler build --target rk3399 --model default
 
 test: setup
 	$(VENV)/bin/ruff check .
