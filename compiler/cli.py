@@ -104,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_quantize_args(p)
     p.add_argument("--out", type=Path, help="quantized model file (default: <model>-<mode>.mfnq)")
     p.add_argument("--tflite", type=Path, metavar="FILE", help="also export an int8 .tflite (needs --mode tflite)")
+    p.add_argument("--qdq", type=Path, metavar="FILE", help="also export a QDQ ONNX model (for onnxruntime)")
     _add_json(p)
 
     p = sub.add_parser("eval", help="face-verification metrics of a model on a folder of faces")
@@ -240,7 +241,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from compiler.quantize_cmd import quantize_model
 
-    result = quantize_model(args.model, args.preprocess, _quantize_options(args), args.out, args.tflite)
+    result = quantize_model(args.model, args.preprocess, _quantize_options(args), args.out, args.tflite, args.qdq)
     ui.emit_json(args.json, result)
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from calibration import qgraph as qformat
+from calibration.qdq_export import export_qdq
 from calibration.tflite_export import export_tflite
 from compiler import ui
 from compiler.errors import BadInput
@@ -13,7 +14,9 @@ from compiler.preprocess import parse_preprocess
 from compiler.quantization import QuantizeOptions, quantize_and_measure, quantized_meta
 
 
-def quantize_model(spec: str, preprocess: str, opts: QuantizeOptions, out: Path | None, tflite: Path | None) -> dict:
+def quantize_model(
+    spec: str, preprocess: str, opts: QuantizeOptions, out: Path | None, tflite: Path | None, qdq: Path | None = None
+) -> dict:
     pre = parse_preprocess(preprocess)
     if tflite is not None and opts.mode != "tflite":
         raise BadInput("--tflite needs --mode tflite (the fused mode's PReLU epilogue has no TFLite op)")
@@ -27,6 +30,9 @@ def quantize_model(spec: str, preprocess: str, opts: QuantizeOptions, out: Path 
     if tflite is not None:
         ui.write_atomic(tflite, export_tflite(qgraph))
         result["tflite"] = str(tflite)
+    if qdq is not None:
+        ui.write_atomic(qdq, export_qdq(qgraph).SerializeToString())
+        result["qdq"] = str(qdq)
     ui.info(
         f"int8 ({opts.mode}, {opts.algo}): mean cosine {result['mean_cosine']:.4f}, min {result['min_cosine']:.4f} "
         f"on {result['n_eval']} held-out images; wrote {out}" + (f" and {tflite}" if tflite else "")
