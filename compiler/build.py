@@ -19,8 +19,9 @@ from compiler.backends.c_backend import DEVICE_CHECK_IMAGES, arena_limit, compil
 from compiler.backends.c_emitter import plan_arena
 from compiler.errors import AccuracyGateFailed, BadInput
 from compiler.faces import resize_pixels
+from compiler.frontend.onnx_import import model_sha256
 from compiler.lowering import ingest_and_lower
-from compiler.preprocess import parse_preprocess
+from compiler.preprocess import Preprocess, parse_preprocess
 from compiler.quantization import QuantizeOptions, quantize_and_measure, quantized_meta
 from compiler.summary import summarize
 from compiler.synthetic import synthetic_eval_set
@@ -56,21 +57,19 @@ def build(opts: BuildOptions) -> dict:
             "use --backend c (the C runtime)"
         )
 
-    model, lowered, records, image_info = ingest_and_lower(opts.model, pre, opts.quant.calib)
     if target.os == "baremetal" and opts.quant.fits is None:
         limit = arena_limit(target)
         opts.quant = replace(opts.quant, fits=lambda q: plan_arena(q).arena_bytes <= limit)
-    graph = model.graph
-    summary = summarize(lowered)
-
-    qgraph, quant_info = quantize_and_measure(lowered, opts.quant)
-    qgraph.meta = quantized_meta(model, pre, quant_info)
+    if opts.model.endswith(qformat.SUFFIX):
+        qgraph, front = _load_quantized(Path(opts.model), opts)
+    else:
+        qgraph, front = _quantize_float_model(opts, pre)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=_parent(out)))
     try:
         with ui.step("generating C and checking it on this host" if target.cpu.arch == "x86_64" else "generating C"):
-            height, width = lowered.image_hw()
+            _, _, height, width = qgraph.tensors[qgraph.input].shape
             probe = resize_pixels(synthetic_eval_set(DEVICE_CHECK_IMAGES, seed=7)[0], height, width)
-            codegen = compile_c(qgraph, target, staging, model.sha256, probe)
+            codegen = compile_c(qgraph, target, staging, front["model"]["sha256"], probe)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -80,6 +79,25 @@ def build(opts: BuildOptions) -> dict:
         "target": target.name,
         "backend": backend,
         "backend_reason": _backend_reason(opts.backend, backend),
+        **front,
+        "memory": codegen["memory"],
+        "c": {k: v for k, v in codegen.items() if k != "memory"},
+        "artifacts": {"quantized_model": "model.mfnq", "c_sources": "c/"},
+    }
+    report["stages"] = front["stages"] + ["c_codegen"] + (["host_check"] if "host_check" in codegen else [])
+    report["out"] = str(out)
+    _write_outputs(out, staging, report, qgraph)
+    return report
+
+
+def _quantize_float_model(opts: BuildOptions, pre: Preprocess) -> tuple[qformat.QGraph, dict]:
+    """Ingest, lower, calibrate, quantize and measure a float model: the report's first part."""
+    model, lowered, records, image_info = ingest_and_lower(opts.model, pre, opts.quant.calib)
+    graph = model.graph
+    summary = summarize(lowered)
+    qgraph, quant_info = quantize_and_measure(lowered, opts.quant)
+    qgraph.meta = quantized_meta(model, pre, quant_info)
+    return qgraph, {
         "model": {
             "name": model.name,
             "path": str(model.path),
@@ -94,16 +112,51 @@ def build(opts: BuildOptions) -> dict:
         "passes": [r.as_dict() for r in records],
         "equivalence": {"metric": "max|a-b|/max|b| vs onnxruntime on the original model", "images": image_info},
         "quantization": quant_info,
-        "memory": codegen["memory"],
-        "c": {k: v for k, v in codegen.items() if k != "memory"},
-        "artifacts": {"quantized_model": "model.mfnq", "c_sources": "c/"},
-        "stages": ["ingest", "passes", "float_equivalence", "calibration", "quantization", "int8_accuracy", "c_codegen"]
-        + (["host_check"] if "host_check" in codegen else []),
+        "stages": ["ingest", "passes", "float_equivalence", "calibration", "quantization", "int8_accuracy"],
         "notes": model.notes,
     }
-    report["out"] = str(out)
-    _write_outputs(out, staging, report, qgraph)
-    return report
+
+
+def _load_quantized(path: Path, opts: BuildOptions) -> tuple[qformat.QGraph, dict]:
+    """A .mfnq file from `quantize`: no float model here, so its recorded accuracy is reported."""
+    qgraph = qformat.load(path)
+    meta = qgraph.meta
+    if opts.preprocess != "paper" and opts.preprocess != meta.get("preprocess", {}).get("spec"):
+        ui.warn(f"{path}: --preprocess {opts.preprocess} ignored; the quantized model has its own built in")
+    summary = qformat.summarize(qgraph)
+    recorded = {
+        k: meta[k] for k in ("mode", "algorithm", "n_calib", "calib_source", "mean_cosine", "min_cosine") if k in meta
+    }
+    failures = []
+    if "mean_cosine" in meta and meta["mean_cosine"] < opts.quant.gate_cosine:
+        failures.append(f"recorded mean cosine int8 vs float {meta['mean_cosine']:.4f} < {opts.quant.gate_cosine}")
+    quantization = {
+        **recorded,
+        "recorded": True,
+        "gate": {"mean_cosine_min": opts.quant.gate_cosine, "failures": failures},
+        "passed": not failures,
+        "int16": {"tensors": summary["int16_tensors"]},
+        "worst_layers": [],
+    }
+    _, _, h, w = qgraph.tensors[qgraph.input].shape
+    front = {
+        "model": {
+            "name": meta.get("model", path.stem),
+            "path": str(path),
+            "format": "mfnq",
+            "sha256": meta.get("sha256", ""),
+            "quantized_sha256": model_sha256(path),
+            "params": summary["params"],
+            "macs": summary["macs"],
+            "input_shape": [1, 3, h, w],
+        },
+        "preprocess": {**meta.get("preprocess", {}), "folded_into": "the quantized model"},
+        "passes": [],
+        "quantization": quantization,
+        "stages": ["load_quantized"],
+        "notes": [],
+    }
+    return qgraph, front
 
 
 def gate_error(report: dict) -> AccuracyGateFailed | None:

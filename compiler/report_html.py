@@ -75,7 +75,12 @@ def render_html(report: dict) -> str:
         "<h2>Graph passes</h2>",
         _table([[p["name"], f"{p['max_rel_err']:.2e}"] for p in report["passes"]], ["pass", "max|a-b|/max|b|"]),
     ]
-    if q:
+    if q and q.get("recorded"):
+        parts += [
+            "<h2>int8 quantization</h2>",
+            f"<p>loaded from a quantized model file; recorded mean cosine {q.get('mean_cosine')}</p>",
+        ]
+    elif q:
         verdict = "passed" if q["passed"] else "FAILED: " + "; ".join(q["gate"]["failures"])
         rows = [
             ["mode", q["mode"]],

@@ -22,19 +22,25 @@ def print_build_report(report: dict) -> None:
         f"preprocess {pre['spec']} ({pre['order']}, mean {_fmt(pre['mean'])}, std {_fmt(pre['std'])}) "
         f"folded into {pre['folded_into']}"
     )
-    table = Table(title="graph passes (max|a-b|/max|b| vs onnxruntime)")
-    table.add_column("pass")
-    table.add_column("ops changed")
-    table.add_column("max rel err", justify="right")
-    for rec in report["passes"]:
-        if "ops" in rec:
-            changed = ", ".join(f"{op} x{count}" for op, count in rec["ops"].items())
-        else:
-            changed = ", ".join(f"{op} {a}->{b}" for op, (a, b) in rec["ops_changed"].items()) or "-"
-        table.add_row(rec["name"], changed, f"{rec['max_rel_err']:.2e}")
-    ui.console.print(table)
+    if report["passes"]:
+        table = Table(title="graph passes (max|a-b|/max|b| vs onnxruntime)")
+        table.add_column("pass")
+        table.add_column("ops changed")
+        table.add_column("max rel err", justify="right")
+        for rec in report["passes"]:
+            if "ops" in rec:
+                changed = ", ".join(f"{op} x{count}" for op, count in rec["ops"].items())
+            else:
+                changed = ", ".join(f"{op} {a}->{b}" for op, (a, b) in rec["ops_changed"].items()) or "-"
+            table.add_row(rec["name"], changed, f"{rec['max_rel_err']:.2e}")
+        ui.console.print(table)
     q = report.get("quantization")
-    if q:
+    if q and q.get("recorded"):
+        ui.info(
+            f"int8 ({q.get('mode')}, {q.get('algorithm')}) loaded from a quantized model file; recorded cosine vs "
+            f"float mean {q.get('mean_cosine', float('nan')):.4f} min {q.get('min_cosine', float('nan')):.4f}"
+        )
+    elif q:
         verdict = "[green]passed[/green]" if q["passed"] else "[red]FAILED[/red] " + "; ".join(q["gate"]["failures"])
         ui.info(
             f"int8 ({q['mode']}, {q['algorithm']}, {q['n_calib']} calibration images from {q['calib_source']}): "

@@ -55,3 +55,19 @@ def test_out_folder_that_is_not_a_build_is_not_replaced(capsys, tmp_path):
     assert code == 2
     assert_one_line_error(err, "refusing to replace")
     assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_build_from_a_quantized_model_file(capsys, tmp_path):
+    qfile = tmp_path / "m.mfnq"
+    code, _, err = run_cli(capsys, "quantize", *QUICK, "--int16", "none", "--out", str(qfile))
+    assert code == 0, err
+    out = tmp_path / "from-mfnq"
+    code, stdout, err = run_cli(
+        capsys, "build", "--target", "x86_64", "--model", str(qfile), "--out", str(out), "--json", "-"
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["stages"][0] == "load_quantized" and report["model"]["format"] == "mfnq"
+    assert report["quantization"]["recorded"] and report["quantization"]["mode"] == "fused"
+    assert report["c"]["host_check"] == {"n_inputs": 4, "bit_exact": 4}
+    assert report["preprocess"]["spec"] == "paper"
