@@ -7,7 +7,7 @@ import json
 import shutil
 import subprocess
 
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 QUICK = ["--model", "mobilefacenet", "--synthetic", "10", "--eval-limit", "4", "--algo", "minmax"]
 

@@ -14,7 +14,7 @@ from calibration.dataset import check_calibration, face_scores
 from calibration.ranges import choose_range
 from compiler.errors import BadInput
 from compiler.synthetic import synthetic_eval_set
-from tests.test_cli import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 
 def _write_faces(folder: Path, count: int, size: tuple[int, int] = (112, 112), seed: int = 3) -> Path:

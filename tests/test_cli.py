@@ -13,20 +13,7 @@ from onnx import TensorProto, helper
 
 from compiler.cli import main
 from tests import onnx_builders
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(err: str, *fragments: str) -> None:
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 
 def _save(model: onnx.ModelProto, path: Path) -> Path:

@@ -10,7 +10,7 @@ import onnx
 from onnx import numpy_helper
 
 from compiler.frontend import DEFAULT_MODEL_PATH, load_model
-from tests.test_cli import run_cli
+from tests.cli_helpers import run_cli
 
 N_IMAGES = 100  # 20 held-out identities, 4,950 pairs
 

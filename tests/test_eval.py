@@ -13,29 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli import main
 from compiler.evaluate import embed, face_index, float_embedder, load_faces
 from compiler.frontend import load_model
 from compiler.preprocess import parse_preprocess
 from compiler.verification import verification_metrics
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 BGR_IMAGENET = "bgr:123.675,116.28,103.53:58.395,57.12,57.375"  # ImageNet stats, channels in BGR order
 # What `cv2.imread` + ImageNet normalisation by channel position gives: the README's "BGR" row.
 BGR_BY_POSITION = "bgr:103.53,116.28,123.675:57.375,57.12,58.395"
-
-
-def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(err: str, *fragments: str) -> None:
-    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
