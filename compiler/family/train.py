@@ -120,7 +120,8 @@ def train(args: argparse.Namespace) -> dict:
     start = time.monotonic()
     losses: list[float] = []
     order = rng.permutation(len(labels))
-    for i in range(total):
+    stop = min(total, args.stop_after or total)
+    for i in range(stop):
         epoch_pos = (i % steps_per_epoch) * args.batch
         if epoch_pos == 0 and i:
             order = rng.permutation(len(labels))
@@ -133,7 +134,7 @@ def train(args: argparse.Namespace) -> dict:
         arc = tf.constant(progress >= args.arcface_after)
         margin = tf.constant(ramp * args.cosface_margin, tf.float32)
         losses.append(float(step(tf.constant(x), tf.constant(labels[idx]), margin, arc)))
-        if (i + 1) % args.eval_every == 0 or i + 1 == total:
+        if (i + 1) % args.eval_every == 0 or i + 1 == stop:
             auc = evaluate()
             record = {
                 "step": i + 1,
@@ -164,6 +165,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--per-identity", type=int, default=48)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--steps", type=int, default=0, help="train this many steps instead of --epochs")
+    p.add_argument("--stop-after", type=int, default=0, help="stop (and export) after N steps of that schedule")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=5e-4)
