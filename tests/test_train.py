@@ -28,6 +28,8 @@ def test_tiny_training_run_learns_and_exports(tmp_path):
         "--per-identity",
         "4",
         "--steps",
+        "50",
+        "--stop-after",
         "40",
         "--batch",
         "16",
