@@ -33,6 +33,7 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-limit", type=int, metavar="N", help="calibrate on N images of --calib (default 100)")
     p.add_argument("--eval-faces", type=Path, help="held-out faces for accuracy (default: the rest of --calib)")
     p.add_argument("--eval-limit", type=int, default=200, metavar="N", help="at most N held-out images (default 200)")
+    p.add_argument("--pairs", type=Path, help="LFW pairs.txt or CSV file_a,file_b,same over --eval-faces")
     p.add_argument("--algo", default="mse", choices=["minmax", "percentile", "kl", "mse"], help="range algorithm")
     p.add_argument("--mode", default="fused", choices=["fused", "tflite"], help="int8 graph mode (default fused)")
     p.add_argument("--strict", action="store_true", help="treat calibration-set warnings as errors")
@@ -58,6 +59,7 @@ def _quantize_options(args: argparse.Namespace) -> QuantizeOptions:
         args.strict,
         int16=args.int16,
         eval_limit=args.eval_limit,
+        pairs=args.pairs,
         **extra,
     )
 

@@ -26,7 +26,15 @@ from compiler.faces import list_images
 from compiler.frontend import LoadedModel
 from compiler.ir import Graph
 from compiler.preprocess import Preprocess
-from compiler.verification import all_pairs, pair_scores, roc_curve, verification_metrics
+from compiler.verification import (
+    Pairs,
+    all_pairs,
+    pair_scores,
+    read_pairs,
+    resolve_pairs,
+    roc_curve,
+    verification_metrics,
+)
 
 DEFAULT_CALIB_LIMIT = 100
 DEFAULT_SYNTHETIC_CALIB = 100
@@ -51,6 +59,7 @@ class QuantizeOptions:
     gate_auc_drop: float = 0.005
     int16: str = "auto"  # "auto", "none", or comma-separated tensor names
     eval_limit: int = MAX_HELD_OUT
+    pairs: Path | None = None  # LFW pairs.txt or CSV over --eval-faces
     # Memory-bound targets: a candidate int16 model must pass this check (the backend's arena plan).
     fits: Callable[[QGraph], bool] | None = None
 
@@ -62,6 +71,7 @@ class HeldOut:
     images: np.ndarray
     labels: np.ndarray | None
     source: str
+    pairs: Pairs | None = None
 
 
 def _labelled(folder: Path, height: int, width: int, only: set[str] | None = None) -> HeldOut:
@@ -82,12 +92,30 @@ def _labelled(folder: Path, height: int, width: int, only: set[str] | None = Non
 
 def datasets(opts: QuantizeOptions, height: int, width: int) -> tuple[CalibrationSet, HeldOut]:
     """The calibration set and the held-out set (at most --eval-limit images), per DESIGN section 8."""
-    calib, held = _datasets(opts, height, width)
+    if opts.pairs is not None and opts.eval_faces is None:
+        raise BadInput("--pairs needs --eval-faces (the pairs name files of that folder)")
     if opts.eval_limit < 2:
         raise BadInput(f"--eval-limit {opts.eval_limit}: need at least 2 images")
+    calib, held = _datasets(opts, height, width)
     limit = opts.eval_limit
     labels = None if held.labels is None else held.labels[:limit]
-    return calib, HeldOut(held.images[:limit], labels, held.source)
+    pairs = None
+    if opts.pairs is not None and opts.eval_faces is not None:
+        pairs = _pairs_within(opts.pairs, opts.eval_faces, limit)
+    return calib, HeldOut(held.images[:limit], labels, held.source, pairs)
+
+
+def _pairs_within(path: Path, folder: Path, limit: int) -> Pairs:
+    """The pairs of --pairs whose two images are among the first `limit` of --eval-faces."""
+    from compiler.evaluate import face_index
+
+    files, identities = face_index(folder)
+    lines, n_folds = read_pairs(path)
+    pairs = resolve_pairs(lines, n_folds, files, identities, path)
+    inside = (pairs.a < limit) & (pairs.b < limit)
+    if not inside.any():
+        raise BadInput(f"{path}: no pair falls within the first {limit} images of {folder} (raise --eval-limit)")
+    return Pairs(pairs.a[inside], pairs.b[inside], pairs.same[inside])
 
 
 def _datasets(opts: QuantizeOptions, height: int, width: int) -> tuple[CalibrationSet, HeldOut]:
@@ -139,18 +167,22 @@ def accuracy(graph: Graph, qgraph: QGraph, held: HeldOut) -> dict:
         "cosines": cos.tolist(),
     }
     if held.labels is not None and len(np.unique(held.labels)) > 1:
-        f = verification_metrics(reference, held.labels)
-        q = verification_metrics(quantized, held.labels)
+        f = verification_metrics(reference, held.labels, held.pairs)
+        q = verification_metrics(quantized, held.labels, held.pairs)
         result["float"] = {k: f[k] for k in ("auc", "accuracy", "threshold_at_far_1e-3", "rank1")}
         result["int8"] = {k: q[k] for k in ("auc", "accuracy", "threshold_at_far_1e-3", "rank1")}
         result["auc_drop"] = f["auc"] - q["auc"]
-        result["roc"] = {"float": _roc_points(reference, held.labels), "int8": _roc_points(quantized, held.labels)}
+        result["n_pairs"] = f["n_pairs"]
+        result["roc"] = {
+            "float": _roc_points(reference, held.labels, held.pairs),
+            "int8": _roc_points(quantized, held.labels, held.pairs),
+        }
     return result
 
 
-def _roc_points(embeddings: np.ndarray, labels: np.ndarray, n: int = 120) -> list[list[float]]:
+def _roc_points(embeddings: np.ndarray, labels: np.ndarray, pairs: Pairs | None, n: int = 120) -> list[list[float]]:
     """A downsampled ROC curve [[far, tar], ...] for the report's plot."""
-    pairs = all_pairs(labels)
+    pairs = all_pairs(labels) if pairs is None else pairs
     far, tar, _ = roc_curve(pair_scores(embeddings, pairs), pairs.same)
     keep = np.unique(np.clip(np.searchsorted(far, np.geomspace(1e-5, 1.0, n)), 0, len(far) - 1))
     return [[float(far[i]), float(tar[i])] for i in keep]

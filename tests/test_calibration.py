@@ -209,3 +209,50 @@ def test_int16_escalation_helps_and_respects_the_memory_budget():
     assert widened.tensors[steps[0]["tensor"]].dtype == "int16"
     _, none = escalate_int16(qgraph, cal, replace(opts, fits=lambda q: False))
     assert none == [], "nothing may be widened when nothing fits the target"
+
+
+def test_pairs_file_over_eval_faces(capsys, tmp_path, eval_faces):
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(
+        "file_a,file_b,same\nface_000.png,face_001.png,1\nface_002.png,face_003.png,1\n"
+        "face_000.png,face_005.png,0\nface_001.png,face_007.png,0\nface_004.png,face_009.png,0\n"
+    )
+    code, _, err = run_cli(
+        capsys,
+        "quantize",
+        "--model",
+        "mobilefacenet",
+        "--synthetic",
+        "10",
+        "--algo",
+        "minmax",
+        "--pairs",
+        str(pairs),
+        "--out",
+        str(tmp_path / "m.mfnq"),
+    )
+    assert code == 2
+    assert_one_line_error(err, "--pairs needs --eval-faces")
+    code, out, err = run_cli(
+        capsys,
+        "quantize",
+        "--model",
+        "mobilefacenet",
+        "--synthetic",
+        "10",
+        "--algo",
+        "minmax",
+        "--eval-faces",
+        str(eval_faces),
+        "--pairs",
+        str(pairs),
+        "--int16",
+        "none",
+        "--out",
+        str(tmp_path / "m.mfnq"),
+        "--json",
+        "-",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n_pairs"] == 5 and "auc" in result["float"] and "auc" in result["int8"]
