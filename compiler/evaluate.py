@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.qgraph import SUFFIX as QUANTIZED_SUFFIX
 from compiler import ui
 from compiler.equivalence import OnnxReference
 from compiler.errors import BadInput
@@ -32,8 +33,6 @@ from compiler.verification import (
     roc_curve,
     verification_metrics,
 )
-
-QUANTIZED_SUFFIX = ".mfnq"
 
 LABELS_FILE = "labels.csv"
 HOW_TO_LABEL = f"add {LABELS_FILE} (columns file,identity) or put each identity's images in DIR/<identity>/"
