@@ -41,15 +41,7 @@ def _run_single(graph: QGraph, node: QNode, float_env: dict[str, np.ndarray]) ->
         else _quantize_tensor(graph, t, float_env[t])
         for t in node.inputs
     ]
-    match node.op:
-        case "conv":
-            return golden.run_conv(graph, node, args[0])
-        case "prelu":
-            return golden.run_prelu(graph, node, args[0])
-        case "add":
-            return golden.run_add(graph, node, args[0], args[1])
-        case _:
-            return args[0].reshape(args[0].shape[0], *graph.tensors[node.output].shape[1:])
+    return golden.run_node(graph, node, args)
 
 
 def layer_errors(float_graph: Graph, qgraph: QGraph, images: np.ndarray) -> list[dict]:

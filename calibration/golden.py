@@ -90,19 +90,22 @@ def run(graph: QGraph, pixels: np.ndarray, keep: bool = False) -> dict[str, np.n
     """Execute on uint8 RGB NCHW pixels; returns int8 outputs (every tensor with keep=True)."""
     env = {graph.input: pixels_to_input(pixels)}
     for node in graph.nodes:
-        args = [env[t] for t in node.inputs]
-        match node.op:
-            case "conv":
-                env[node.output] = run_conv(graph, node, args[0])
-            case "prelu":
-                env[node.output] = run_prelu(graph, node, args[0])
-            case "add":
-                env[node.output] = run_add(graph, node, args[0], args[1])
-            case "reshape":
-                env[node.output] = args[0].reshape(args[0].shape[0], *graph.tensors[node.output].shape[1:])
-            case _:
-                raise ValueError(f"golden simulator: unknown op {node.op} in {node.name}")
+        env[node.output] = run_node(graph, node, [env[t] for t in node.inputs])
     return env if keep else {k: env[k] for k in graph.outputs}
+
+
+def run_node(graph: QGraph, node: QNode, args: list[np.ndarray]) -> np.ndarray:
+    """One op on integer inputs (batch first)."""
+    match node.op:
+        case "conv":
+            return run_conv(graph, node, args[0])
+        case "prelu":
+            return run_prelu(graph, node, args[0])
+        case "add":
+            return run_add(graph, node, args[0], args[1])
+        case "reshape":
+            return args[0].reshape(args[0].shape[0], *graph.tensors[node.output].shape[1:])
+    raise ValueError(f"golden simulator: unknown op {node.op} in {node.name}")
 
 
 def embed(graph: QGraph, pixels: np.ndarray) -> np.ndarray:

@@ -171,10 +171,3 @@ def run(graph: Graph, inputs: dict[str, np.ndarray] | np.ndarray, keep: bool = F
         env[node.outputs[0]] = np.asarray(run_node(node, args))
     wanted = env if keep else {k: env[k] for k in graph.outputs}
     return {k: np.asarray(v, dtype=np.float32) for k, v in wanted.items()}
-
-
-def infer_shapes(graph: Graph) -> None:
-    """Fill `graph.shapes` for every tensor by executing once on zeros at the input shape."""
-    feeds = {name: np.zeros(graph.shapes[name], dtype=np.float32) for name in graph.inputs}
-    env = run(graph, feeds, keep=True)
-    graph.shapes = {k: tuple(int(d) for d in v.shape) for k, v in env.items()}

@@ -2,8 +2,9 @@
 
 Activations are NCHW float32. Weights and other constants live in `Graph.constants`.
 Every frontend produces this IR and every pass and backend consumes it, so it stays
-deliberately small: the op set is the one MobileFaceNet-like networks need, and
-anything else is rejected at ingest with the node's name.
+deliberately small: the op set is the one MobileFaceNet-like networks need (each op's
+meaning is its function in `compiler.executor`), and anything else is rejected at
+ingest with the node's name.
 """
 
 from __future__ import annotations
@@ -14,32 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-# Ops the IR (and the float executor) understands, with the attributes they carry.
-SUPPORTED_OPS = frozenset(
-    {
-        "Conv",  # strides, pads[t,l,b,r], dilations, group, pad_value?, gdconv?
-        "BatchNorm",  # epsilon; inputs x, scale, bias, mean, var
-        "PRelu",  # inputs x, slope (per channel or scalar)
-        "Relu",
-        "Clip",  # min, max
-        "Add",
-        "Sub",
-        "Mul",
-        "Div",
-        "Neg",
-        "Identity",
-        "Reshape",  # inputs x, shape
-        "Flatten",  # axis
-        "Transpose",  # perm
-        "Squeeze",  # axes
-        "Unsqueeze",  # axes
-        "Gemm",  # alpha, beta, transA, transB
-        "MatMul",
-        "GlobalAveragePool",
-        "Pad",  # pads (ONNX order: all begins, then all ends), value
-    }
-)
 
 
 @dataclass

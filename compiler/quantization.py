@@ -152,13 +152,16 @@ def float_embeddings(graph: Graph, images: np.ndarray) -> np.ndarray:
     )
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of a with the same row of b (int8 vs float, per image)."""
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
+
+
 def accuracy(graph: Graph, qgraph: QGraph, held: HeldOut) -> dict:
     """int8 vs float on the held-out images: cosine per image, and verification if labelled."""
     reference = float_embeddings(graph, held.images)
     quantized = golden.embed(qgraph, held.images)
-    cos = np.sum(reference * quantized, axis=1) / (
-        np.linalg.norm(reference, axis=1) * np.linalg.norm(quantized, axis=1) + 1e-30
-    )
+    cos = row_cosines(reference, quantized)
     result: dict = {
         "n_eval": len(held.images),
         "eval_source": held.source,
@@ -239,11 +242,7 @@ def _explicit_int16(opts: QuantizeOptions) -> frozenset[str]:
 
 
 def _mean_cosine(reference: np.ndarray, qgraph: QGraph, images: np.ndarray) -> float:
-    quantized = golden.embed(qgraph, images)
-    cos = np.sum(reference * quantized, axis=1) / (
-        np.linalg.norm(reference, axis=1) * np.linalg.norm(quantized, axis=1) + 1e-30
-    )
-    return float(cos.mean())
+    return float(row_cosines(reference, golden.embed(qgraph, images)).mean())
 
 
 def escalate_int16(qgraph: QGraph, cal: Calibrated, opts: QuantizeOptions) -> tuple[QGraph, list[dict]]:
