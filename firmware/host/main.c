@@ -22,7 +22,7 @@ int main(void)
                     (unsigned long)sizeof pixels);
             return 2;
         }
-        mfn_model_run(pixels, embedding);
+        mfn_model_run(pixels, embedding, NULL, NULL);
         if (fwrite(embedding, 1, sizeof embedding, stdout) != sizeof embedding) {
             return 5;
         }
