@@ -66,10 +66,9 @@ def build(opts: BuildOptions) -> dict:
         qgraph, front = _quantize_float_model(opts, pre)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=_parent(out)))
     try:
-        with ui.step("generating C and checking it on this host" if target.cpu.arch == "x86_64" else "generating C"):
-            _, _, height, width = qgraph.tensors[qgraph.input].shape
-            probe = resize_pixels(synthetic_eval_set(DEVICE_CHECK_IMAGES, seed=7)[0], height, width)
-            codegen = compile_c(qgraph, target, staging, front["model"]["sha256"], probe)
+        _, _, height, width = qgraph.tensors[qgraph.input].shape
+        probe = resize_pixels(synthetic_eval_set(DEVICE_CHECK_IMAGES, seed=7)[0], height, width)
+        codegen = compile_c(qgraph, target, staging, front["model"]["sha256"], probe)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -84,7 +83,12 @@ def build(opts: BuildOptions) -> dict:
         "c": {k: v for k, v in codegen.items() if k != "memory"},
         "artifacts": {"quantized_model": "model.mfnq", "c_sources": "c/"},
     }
-    report["stages"] = front["stages"] + ["c_codegen"] + (["host_check"] if "host_check" in codegen else [])
+    report["stages"] = (
+        front["stages"]
+        + ["c_codegen"]
+        + (["firmware"] if codegen.get("firmware") else [])
+        + (["host_check"] if "host_check" in codegen else [])
+    )
     report["out"] = str(out)
     _write_outputs(out, staging, report, qgraph)
     return report
@@ -188,9 +192,13 @@ def _write_outputs(out: Path, staging: Path, report: dict, qgraph: qformat.QGrap
     from compiler.report_html import render_html
 
     try:
-        for key in ("source_dir", "binary"):
-            if key in report["c"]:
-                report["c"][key] = str(out / Path(report["c"][key]).relative_to(staging))
+        for holder, key in (
+            (report["c"], "source_dir"),
+            (report["c"].get("firmware") or {}, "program"),
+            (report["c"].get("firmware") or {}, "map"),
+        ):
+            if key in holder:
+                holder[key] = str(out / Path(holder[key]).relative_to(staging))
         qformat.save(qgraph, staging / "model.mfnq")
         ui.write_atomic(staging / "report.json", json.dumps(report, indent=2) + "\n")
         ui.write_atomic(staging / "report.html", render_html(report))

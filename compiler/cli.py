@@ -119,7 +119,61 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N images (sorted)")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="write the ROC curve and score histograms")
     _add_json(p)
+
+    p = sub.add_parser("flash", help="put a built device program on a board (or start its emulator)")
+    _add_board_args(p)
+    p.add_argument("--host", help="user@board for Linux boards (copy over ssh, serve on a TCP port)")
+    p.add_argument("--remote-port", type=int, help="TCP port the Linux board serves on (default 4700)")
+    p.add_argument("--emulate", action="store_true", help="start the emulator even for a flashable board")
+    p.add_argument("--stop", action="store_true", help="stop the emulator a previous flash started")
+    p.add_argument("--dry-run", action="store_true", help="print the exact commands instead of running them")
+    _add_json(p)
+
+    p = sub.add_parser("hil", help="check a build on a board over serial: bit-exactness, accuracy, latency")
+    _add_board_args(p)
+    link = p.add_mutually_exclusive_group()
+    link.add_argument("--port", help="pyserial URL: /dev/ttyACM0, socket://host:port, rfc2217://host:port")
+    link.add_argument("--emulate", action="store_true", help="run the board's emulator (QEMU, or a local process)")
+    p.add_argument("--baud", type=int, help="serial baud rate (default: the target's)")
+    faces = p.add_mutually_exclusive_group()
+    faces.add_argument("--faces", type=Path, help="folder of aligned faces (labels.csv or one sub-folder per identity)")
+    faces.add_argument("--synthetic", type=int, metavar="N", help="N seeded synthetic faces (default 8)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N images")
+    p.add_argument("--pairs", type=Path, help="LFW pairs.txt or CSV file_a,file_b,same over --faces")
+    p.add_argument("--warmup", type=int, default=0, help="untimed runs before timing each input (default 0)")
+    p.add_argument("--repeat", type=int, default=1, help="timed runs per input, 1-64 (default 1)")
+    p.add_argument("--per-layer", action="store_true", help="also time each layer (first input)")
+    p.add_argument("--min-cosine", type=float, help="fail (exit 4) if the mean cosine vs float is below this")
+    p.add_argument("--run-timeout", type=float, default=600.0, help="seconds one RUN may take (default 600)")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML for CI")
+    _add_json(p)
     return parser
+
+
+def _add_board_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", help="catalogue name or target .toml (or take it from --board)")
+    p.add_argument("--board", help="a board named in the lab file (fills target, port, baud, host)")
+    p.add_argument("--lab", type=Path, help="lab file (default: $MFNC_LAB or ./lab.toml)")
+    p.add_argument("--build", type=Path, help="build folder (default: build/<target>/)")
+
+
+def _board_defaults(args: argparse.Namespace) -> None:
+    """Fill target/port/baud/host from --board; explicit flags win."""
+    from compiler.errors import BadInput
+    from compiler.hil.lab import load_board
+
+    if args.board:
+        board = load_board(args.board, args.lab)
+        if args.target and args.target != board.target:
+            raise BadInput(f"--board {board.name} is a {board.target}, not a {args.target}")
+        args.target = board.target
+        for key in ("port", "baud", "host", "remote_port"):
+            if hasattr(args, key) and getattr(args, key) is None and getattr(board, key) is not None:
+                if key == "port" and getattr(args, "emulate", False):
+                    continue
+                setattr(args, key, getattr(board, key))
+    if not args.target:
+        raise BadInput("give --target (or --board with a lab file)")
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
@@ -263,12 +317,67 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_flash(args: argparse.Namespace) -> int:
+    import shlex
+
+    from compiler.flash import FlashOptions, flash
+
+    _board_defaults(args)
+    opts = FlashOptions(args.target, args.build, args.host, args.remote_port, args.emulate, args.stop, args.dry_run)
+    result = flash(opts)
+    if args.json != "-":  # stdout carries the result for scripts: the URL, or the commands
+        for cmd in result.get("commands", []) if result.get("dry_run") else []:
+            print(shlex.join(cmd))
+        if "url" in result:
+            print(result["url"])
+    ui.emit_json(args.json, result)
+    return 0
+
+
+def _cmd_hil(args: argparse.Namespace) -> int:
+    from compiler.hil.check import HilOptions, failures, hil_failed, junit_cases, run_hil
+    from compiler.hil.junit import junit_xml
+    from compiler.hil.report import print_hil_report
+
+    _board_defaults(args)
+    opts = HilOptions(
+        args.target,
+        args.port,
+        args.emulate,
+        args.build,
+        args.faces,
+        args.synthetic,
+        args.limit,
+        args.pairs,
+        args.warmup,
+        args.repeat,
+        args.per_layer,
+        args.baud,
+        args.min_cosine,
+        args.run_timeout,
+    )
+    result = run_hil(opts)
+    problems = failures(result, opts)
+    result["passed"] = not problems
+    result["failures"] = problems
+    print_hil_report(result)
+    if args.junit:
+        cases = [*junit_cases(result), ("checks", "; ".join(problems) or None)]
+        ui.write_atomic(args.junit, junit_xml(f"mfnc.hil.{result['target']}", cases, result["seconds"]))
+    ui.emit_json(args.json, result)
+    if problems:
+        raise hil_failed(problems, result["target"])
+    return 0
+
+
 COMMANDS = {
     "targets": _cmd_targets,
     "inspect": _cmd_inspect,
     "build": _cmd_build,
     "quantize": _cmd_quantize,
     "eval": _cmd_eval,
+    "flash": _cmd_flash,
+    "hil": _cmd_hil,
 }
 
 

@@ -1,33 +1,28 @@
 """`build --backend c`: the generated C model, its memory plan against the target, and
 (on the x86_64 host) a first run of the compiled program against the golden simulator.
 
-OUT/c/ is a self-contained source tree: the generated model, the portable kernels and
-the host runner, with a Makefile, so it builds without mfnc.
+OUT/c/ is a self-contained source tree: the generated model, the kernels, the HIL
+protocol and the target's port, with a Makefile, so it builds without mfnc.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from calibration.qgraph import QGraph
-from compiler.backends.c_emitter import RUNTIME_DIR, ArenaPlan, emit_c
-from compiler.backends.c_host import HOST_DIR, build_host, golden_as_device, run_host
+from compiler import ui
+from compiler.backends.c_emitter import ArenaPlan, emit_c
+from compiler.backends.c_host import golden_as_device
+from compiler.backends.firmware import PROGRAM, assemble_tree, build_firmware, memory_from_map
 from compiler.errors import BadInput
+from compiler.hil.link import DeviceLink
+from compiler.hil.pipe import PipePort
+from compiler.hil.session import run_inputs
 from compiler.targets import Target
 
 DEVICE_CHECK_IMAGES = 4
-
-_MAKEFILE = """# Builds the host runner: make CC=gcc
-CC ?= gcc
-CFLAGS ?= -std=c99 -O2 -Wall -Wextra -Werror
-mfn-host: model.c mfn_kernels.c main.c model.h mfn_kernels.h
-\t$(CC) $(CFLAGS) -I. model.c mfn_kernels.c main.c -o $@
-clean:
-\trm -f mfn-host
-"""
 
 
 def constant_bytes(graph: QGraph) -> int:
@@ -72,20 +67,31 @@ def check_fits(target: Target, plan: ArenaPlan, weights: int) -> dict:
 
 
 def compile_c(graph: QGraph, target: Target, out: Path, model_hash: str, images: np.ndarray) -> dict:
-    """Emit OUT/c/, check memory, and on x86_64 build and run it against the golden."""
+    """Emit OUT/c/, check memory, build the device program, and on x86_64 run it against the golden."""
     src = out / "c"
     plan = emit_c(graph, src, model_hash)
     memory = check_fits(target, plan, constant_bytes(graph))
-    for path in (RUNTIME_DIR / "mfn_kernels.c", RUNTIME_DIR / "mfn_kernels.h", HOST_DIR / "main.c"):
-        shutil.copy(path, src / path.name)
-    (src / "Makefile").write_text(_MAKEFILE)
-    result: dict = {"source_dir": str(src), "memory": memory}
-    if target.name == "x86_64" or target.cpu.arch == "x86_64":
-        binary, _ = build_host(graph, src, model_hash)
-        check = images[:DEVICE_CHECK_IMAGES]
-        device = run_host(binary, graph, check)
-        expected = golden_as_device(graph, check)
-        equal = sum(bool(np.array_equal(d, e)) for d, e in zip(device, expected, strict=True))
-        result["binary"] = str(binary)
-        result["host_check"] = {"n_inputs": len(check), "bit_exact": equal}
+    port = assemble_tree(src, target)
+    layers = [n.name for n in graph.nodes if n.op in ("conv", "add")]
+    result: dict = {"source_dir": str(src), "memory": memory, "layer_names": layers}
+    if port is None:
+        result["firmware"] = None
+        result["firmware_note"] = f"no device program for {target.name} yet: OUT/c/ holds the model and kernels only"
+        return result
+    with ui.step(f"building the device program for {target.name} ({target.toolchain.cc})"):
+        program = build_firmware(src, target)
+    memory.update(memory_from_map(src / f"{PROGRAM}.map", target, plan.arena_bytes))
+    result["firmware"] = {"program": str(program), "map": str(src / f"{PROGRAM}.map"), "port": port.kind}
+    if target.cpu.arch == "x86_64":
+        with ui.step("running the device program on this host over the HIL protocol"):
+            result["host_check"] = host_check(graph, program, images[:DEVICE_CHECK_IMAGES])
     return result
+
+
+def host_check(graph: QGraph, program: Path, pixels: np.ndarray) -> dict:
+    """The compiled x86_64 program through the protocol, against the golden simulator."""
+    with DeviceLink(f"pipe:{program.name}", port=PipePort.for_program(program)) as link:
+        runs = run_inputs(link, pixels)
+    expected = golden_as_device(graph, pixels)
+    equal = sum(bool(np.array_equal(d, e)) for d, e in zip(runs.outputs, expected, strict=True))
+    return {"n_inputs": len(pixels), "bit_exact": equal}
