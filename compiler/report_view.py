@@ -54,7 +54,22 @@ def print_build_report(report: dict) -> None:
         ui.info(f"worst layers: {', '.join(q['worst_layers'][:3])}")
     memory = report.get("memory")
     if memory:
-        ui.info(f"C runtime: arena {memory['arena_bytes']:,} B, constants {memory['weights_bytes']:,} B")
+        line = f"C runtime: arena {memory['arena_bytes']:,} B, constants {memory['weights_bytes']:,} B"
+        if "flash_bytes" in memory:
+            line += f"; linker map: flash {memory['flash_bytes']:,} B, RAM {memory['ram_bytes']:,} B"
+        ui.info(line)
+    plan = report.get("c", {}).get("arena_plan")
+    if plan:
+        fused = ", ".join("+".join(pair) for pair in plan["fused_pairs"]) or "none"
+        ui.info(
+            f"memory plan: {plan['unfused_arena_bytes']:,} B without fusion; fused {fused} "
+            f"(ring {plan['scratch_bytes']:,} B), {plan['in_place']} layers in place"
+        )
+    firmware = report.get("c", {}).get("firmware")
+    if firmware:
+        ui.info(f"device program: {firmware['program']}")
+    elif report.get("c", {}).get("firmware_note"):
+        ui.info(report["c"]["firmware_note"])
     check = report.get("c", {}).get("host_check")
     if check:
         ui.info(f"host run: {check['bit_exact']}/{check['n_inputs']} outputs bit-exact with the golden simulator")

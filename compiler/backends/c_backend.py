@@ -73,7 +73,7 @@ def compile_c(graph: QGraph, target: Target, out: Path, model_hash: str, images:
     memory = check_fits(target, plan, constant_bytes(graph))
     port = assemble_tree(src, target)
     layers = [n.name for n in graph.nodes if n.op in ("conv", "add")]
-    result: dict = {"source_dir": str(src), "memory": memory, "layer_names": layers}
+    result: dict = {"source_dir": str(src), "memory": memory, "arena_plan": plan.summary(), "layer_names": layers}
     if port is None:
         result["firmware"] = None
         result["firmware_note"] = f"no device program for {target.name} yet: OUT/c/ holds the model and kernels only"

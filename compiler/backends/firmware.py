@@ -69,14 +69,16 @@ def assemble_tree(src: Path, target: Target) -> Port | None:
 def _makefile(target: Target, port: Port) -> str:
     cflags = " ".join([*STRICT, *target.toolchain.cflags])
     includes = "-I. -Iruntime -Idevice " + " ".join(f"-I{d}" for d in port.dirs)
-    board = f"BOARDS_DIR := boards\ninclude {port.include_mk}\n" if port.include_mk else ""
+    board = f"BOARDS_DIR := $(CURDIR)/boards\ninclude {port.include_mk}\n" if port.include_mk else ""
     sources = " ".join([*COMMON_SOURCES, *port.sources])
+    if port.include_mk:  # the board's Makefile fragment names its compiler and flags
+        cflags = " ".join([*STRICT, *(f for f in target.toolchain.cflags if f.startswith("-O"))])
     ldflags = " ".join([*target.toolchain.ldflags, *port.ldflags])
     return f"""# The mfnc device program for {target.name}: `make` builds {PROGRAM} (and {PROGRAM}.map).
 CC := {target.toolchain.cc}
-CFLAGS := {cflags} -DMFN_TARGET='"{target.name}"' -DMFN_FIRMWARE_VERSION='"mfnc-{__version__}"'
+{board}CFLAGS := {cflags} -DMFN_TARGET='"{target.name}"' -DMFN_FIRMWARE_VERSION='"mfnc-{__version__}"'
 LDFLAGS := {ldflags}
-{board}SOURCES := {sources} $(BOARD_SOURCES)
+SOURCES := {sources} $(BOARD_SOURCES)
 
 {PROGRAM}: $(SOURCES) $(wildcard *.h runtime/*.h device/*.h)
 \t$(CC) $(CFLAGS) $(BOARD_CFLAGS) {includes} $(SOURCES) $(LDFLAGS) $(BOARD_LDFLAGS) -Wl,-Map={PROGRAM}.map -o $@
@@ -140,37 +142,28 @@ def map_sections(map_file: Path) -> list[Section]:
 
 
 _NOT_LOADED = (".comment", ".debug", ".ARM.attributes", ".stab", ".note.gnu.build-id", ".gnu.attributes")
-_NO_BITS = (".bss", ".noinit", ".stack", ".heap", ".tbss")
+_NO_BITS = (".bss", ".tbss", ".mfn_arena", ".noinit", ".stack", ".heap")
+_WRITABLE = (*_NO_BITS, ".data", ".tdata", ".got", ".init_array", ".fini_array")
 
 
 def memory_from_map(map_file: Path, target: Target, arena_bytes: int) -> dict:
-    """flash_bytes (what the image stores), ram_bytes (what it occupies at run time), arena_bytes.
+    """flash_bytes: the image a board must store (code, constants, initial data);
+    ram_bytes: the writable memory the program uses (data, bss, arena, stack);
+    arena_bytes: the activation arena alone.
 
-    On a bare-metal board each section is placed by its address in the target's
-    regions; on Linux, flash is the loaded image and RAM its writable data.
+    Read-only sections count as flash even where a board runs them from RAM (QEMU's
+    MPS2 loads everything into SSRAM); on a bare-metal board every section must lie in
+    one of the target's memory regions.
     """
     flash = ram = 0
     regions = target.memory.regions if target.os == "baremetal" else ()
     for s in map_sections(map_file):
         if s.name.startswith(_NOT_LOADED):
             continue
-        no_bits = s.name.startswith(_NO_BITS)
-        if regions:
-            run_region = next((r for r in regions if r.origin <= s.address < r.origin + r.size_kib * 1024), None)
-            load_region = next(
-                (r for r in regions if r.origin <= s.load_address < r.origin + r.size_kib * 1024), run_region
-            )
-            if run_region is None:
-                raise BadInput(f"{map_file}: section {s.name} at {s.address:#x} is outside {target.name}'s memory")
-            if run_region.kind == "ram":
-                ram += s.size
-            if not no_bits and load_region is not None and load_region.kind == "flash":
-                flash += s.size
-            elif not no_bits and run_region.kind == "ram" and load_region is run_region:
-                flash += s.size  # loaded straight into RAM (e.g. code in ITCM): counted as image
-        else:
-            if not no_bits:
-                flash += s.size
-            if no_bits or s.name.startswith((".data", ".got", ".tdata")):
-                ram += s.size
+        if regions and not any(r.origin <= s.address < r.origin + r.size_kib * 1024 for r in regions):
+            raise BadInput(f"{map_file}: section {s.name} at {s.address:#x} is outside {target.name}'s memory")
+        if not s.name.startswith(_NO_BITS):
+            flash += s.size
+        if s.name.startswith(_WRITABLE):
+            ram += s.size
     return {"flash_bytes": flash, "ram_bytes": ram, "arena_bytes": arena_bytes}

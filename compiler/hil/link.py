@@ -53,10 +53,12 @@ class DeviceLink:
         baud: int = 115200,
         open_timeout_s: float = 10.0,
         retries: int = RETRIES,
+        link_timeout_s: float = LINK_TIMEOUT_S,
         port: serial.SerialBase | None = None,
     ) -> None:
         self.url = url
         self.retries = retries
+        self.link_timeout_s = link_timeout_s
         self.port = port or open_port(url, baud, open_timeout_s)
         self.reader = protocol.FrameReader()
         self.seq = 0
@@ -107,7 +109,7 @@ class DeviceLink:
         """Send one command and return its reply payload, retrying lost or damaged frames."""
         seq = self._next_seq()
         frame = protocol.encode(command, seq, payload)
-        budget = (timeout_s or LINK_TIMEOUT_S) + 2 * len(frame) / SLOWEST_LINK_BYTES_PER_S
+        budget = (timeout_s or self.link_timeout_s) + 2 * len(frame) / SLOWEST_LINK_BYTES_PER_S
         problem = "no reply"
         for attempt in range(self.retries + 1):
             if attempt:

@@ -72,12 +72,18 @@ class PipePort:
 
     def write(self, data: bytes) -> int:
         assert self.proc.stdin is not None
-        self.proc.stdin.write(data)
+        try:
+            self.proc.stdin.write(data)
+        except ValueError:  # written after close()
+            raise OSError("the link is closed") from None
         return len(data)
 
     def flush(self) -> None:
         assert self.proc.stdin is not None
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.flush()
+        except ValueError:
+            raise OSError("the link is closed") from None
 
     def close(self) -> None:
         if not self.is_open:
@@ -88,7 +94,7 @@ class PipePort:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
         try:
-            self.proc.wait(timeout=5)
+            self.proc.wait(timeout=1)  # a device program exits at end of input
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=5)

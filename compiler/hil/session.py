@@ -49,8 +49,14 @@ def run_inputs(
     run_timeout_s: float = 600.0,
     advance: Callable[[], None] | None = None,
 ) -> DeviceRuns:
-    """Run every image (uint8 NCHW) on the device; a device reset mid-way is recovered once per image."""
+    """Run every image (uint8 NCHW) on the device; a device reset mid-way is recovered once per image.
+
+    The first RUN may take up to run_timeout_s; later ones get four times the slowest
+    RUN seen so far (at least 5 s), so a lost reply is retried in seconds, not minutes.
+    """
     import time
+
+    slowest = 0.0
 
     info = link.info()
     count = int(info.get("output_count", "0"))
@@ -68,8 +74,11 @@ def run_inputs(
             link.load(data)
             runs.upload_seconds += time.monotonic() - started
             runs.upload_bytes += len(data)
+            budget = min(run_timeout_s, max(5.0, 4 * slowest)) if slowest else run_timeout_s
+            started = time.monotonic()
             try:
-                reply = link.run(warmup, timed, per_layer and i == 0, timeout_s=run_timeout_s)
+                reply = link.run(warmup, timed, per_layer and i == 0, timeout_s=budget)
+                slowest = max(slowest, time.monotonic() - started)
                 break
             except DeviceError as exc:
                 if exc.code != ErrorCode.NOT_READY or attempt:

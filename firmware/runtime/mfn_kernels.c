@@ -44,11 +44,6 @@ static int32_t clamp(int32_t v, int32_t lo, int32_t hi)
     return v < lo ? lo : (v > hi ? hi : v);
 }
 
-static int32_t load(const void *data, int is16, int32_t index)
-{
-    return is16 ? (int32_t)((const int16_t *)data)[index] : (int32_t)((const int8_t *)data)[index];
-}
-
 /* Bias, requantization, fused activation and clamp for one output value. */
 static int32_t epilogue(const mfn_conv_t *p, int32_t oc, int64_t acc)
 {
@@ -68,44 +63,196 @@ static int32_t epilogue(const mfn_conv_t *p, int32_t oc, int64_t acc)
     return clamp(out + p->out_zp, p->act_min, p->act_max);
 }
 
-void mfn_conv(const mfn_conv_t *p, const void *input, void *output)
+static void store(const mfn_conv_t *p, void *out, int32_t index, int32_t value)
 {
-    int32_t oy, ox, oc, ky, kx, ic;
-    for (oy = 0; oy < p->out_h; ++oy) {
-        for (ox = 0; ox < p->out_w; ++ox) {
-            for (oc = 0; oc < p->out_c; ++oc) {
-                int64_t acc = 0;
-                for (ky = 0; ky < p->kh; ++ky) {
-                    const int32_t iy = oy * p->stride_h - p->pad_top + ky;
-                    for (kx = 0; kx < p->kw; ++kx) {
-                        const int32_t ix = ox * p->stride_w - p->pad_left + kx;
-                        const int inside = iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w;
-                        const int32_t base = (iy * p->in_w + ix) * p->in_c;
-                        const int32_t first = p->depthwise ? oc : 0;
-                        const int32_t last = p->depthwise ? oc + 1 : p->in_c;
-                        if (!inside && !p->pad_value) {
-                            continue; /* padding equals the zero point: contributes nothing */
-                        }
-                        for (ic = first; ic < last; ++ic) {
-                            const int32_t x = inside ? load(input, p->in_int16, base + ic) : p->pad_value[ic];
-                            const int32_t w = p->depthwise
-                                                  ? p->weights[(ky * p->kw + kx) * p->out_c + oc]
-                                                  : p->weights[((oc * p->kh + ky) * p->kw + kx) * p->in_c + ic];
-                            acc += (int64_t)(x - p->in_zp) * w;
-                        }
-                    }
+    if (p->out_int16) {
+        ((int16_t *)out)[index] = (int16_t)value;
+    } else {
+        ((int8_t *)out)[index] = (int8_t)value;
+    }
+}
+
+/* Bytes of one row of a tensor: width x channels values of 1 or 2 bytes. */
+static int32_t row_bytes(int32_t width, int32_t channels, int is16)
+{
+    return width * channels * (is16 ? 2 : 1);
+}
+
+/*
+ * int8 inputs accumulate in int32 (the emitter checks kh*kw*in_c*255*128 < 2^31);
+ * int16 inputs (16x8) in int64.
+ */
+void mfn_pointwise_row(const mfn_conv_t *p, const void *in_row, void *out_row)
+{
+    const int32_t cin = p->in_c, step = p->stride_w * p->in_c;
+    int32_t ox, oc, ic;
+    for (ox = 0; ox < p->out_w; ++ox) {
+        for (oc = 0; oc < p->out_c; ++oc) {
+            const int8_t *w = p->weights + oc * cin;
+            int64_t acc;
+            if (p->in_int16) {
+                const int16_t *x = (const int16_t *)in_row + ox * step;
+                int64_t sum = 0;
+                for (ic = 0; ic < cin; ++ic) {
+                    sum += (int64_t)(x[ic] - p->in_zp) * w[ic];
                 }
-                {
-                    const int32_t index = (oy * p->out_w + ox) * p->out_c + oc;
-                    const int32_t value = epilogue(p, oc, acc);
-                    if (p->out_int16) {
-                        ((int16_t *)output)[index] = (int16_t)value;
+                acc = sum;
+            } else {
+                const int8_t *x = (const int8_t *)in_row + ox * step;
+                const int32_t zp = p->in_zp;
+                int32_t sum = 0;
+                for (ic = 0; ic < cin; ++ic) {
+                    sum += (x[ic] - zp) * w[ic];
+                }
+                acc = sum;
+            }
+            store(p, out_row, ox * p->out_c + oc, epilogue(p, oc, acc));
+        }
+    }
+}
+
+/* Channels of a depthwise row computed together (accumulators on the stack). */
+#define MFN_DW_BLOCK 32
+
+void mfn_depthwise_row(const mfn_conv_t *p, const void *const *rows, void *out_row)
+{
+    const int32_t c = p->out_c, zp = p->in_zp;
+    int32_t ox, c0, ky, kx, i;
+    for (ox = 0; ox < p->out_w; ++ox) {
+        for (c0 = 0; c0 < c; c0 += MFN_DW_BLOCK) {
+            const int32_t n = c - c0 < MFN_DW_BLOCK ? c - c0 : MFN_DW_BLOCK;
+            int64_t acc64[MFN_DW_BLOCK];
+            int32_t acc[MFN_DW_BLOCK];
+            for (i = 0; i < n; ++i) {
+                acc[i] = 0;
+                acc64[i] = 0;
+            }
+            for (ky = 0; ky < p->kh; ++ky) {
+                for (kx = 0; kx < p->kw; ++kx) {
+                    const int32_t ix = ox * p->stride_w - p->pad_left + kx;
+                    const int8_t *w = p->weights + (ky * p->kw + kx) * c + c0;
+                    if (rows[ky] == 0 || ix < 0 || ix >= p->in_w) {
+                        if (p->pad_value) { /* otherwise padding equals the zero point: adds nothing */
+                            for (i = 0; i < n; ++i) {
+                                acc64[i] += (int64_t)(p->pad_value[c0 + i] - zp) * w[i];
+                            }
+                        }
+                    } else if (p->in_int16) {
+                        const int16_t *x = (const int16_t *)rows[ky] + ix * c + c0;
+                        for (i = 0; i < n; ++i) {
+                            acc64[i] += (int64_t)(x[i] - zp) * w[i];
+                        }
                     } else {
-                        ((int8_t *)output)[index] = (int8_t)value;
+                        const int8_t *x = (const int8_t *)rows[ky] + ix * c + c0;
+                        for (i = 0; i < n; ++i) {
+                            acc[i] += (x[i] - zp) * w[i];
+                        }
                     }
                 }
             }
+            for (i = 0; i < n; ++i) {
+                store(p, out_row, ox * c + c0 + i, epilogue(p, c0 + i, acc64[i] + acc[i]));
+            }
         }
+    }
+}
+
+void mfn_dense_row(const mfn_conv_t *p, const void *const *rows, void *out_row)
+{
+    const int32_t cin = p->in_c, zp = p->in_zp;
+    int32_t ox, oc, ky, kx, ic;
+    for (ox = 0; ox < p->out_w; ++ox) {
+        for (oc = 0; oc < p->out_c; ++oc) {
+            int64_t acc = 0;
+            for (ky = 0; ky < p->kh; ++ky) {
+                for (kx = 0; kx < p->kw; ++kx) {
+                    const int32_t ix = ox * p->stride_w - p->pad_left + kx;
+                    const int8_t *w = p->weights + ((oc * p->kh + ky) * p->kw + kx) * cin;
+                    if (rows[ky] == 0 || ix < 0 || ix >= p->in_w) {
+                        if (p->pad_value) { /* otherwise padding equals the zero point: adds nothing */
+                            for (ic = 0; ic < cin; ++ic) {
+                                acc += (int64_t)(p->pad_value[ic] - zp) * w[ic];
+                            }
+                        }
+                    } else if (p->in_int16) {
+                        const int16_t *x = (const int16_t *)rows[ky] + ix * cin;
+                        for (ic = 0; ic < cin; ++ic) {
+                            acc += (int64_t)(x[ic] - zp) * w[ic];
+                        }
+                    } else {
+                        const int8_t *x = (const int8_t *)rows[ky] + ix * cin;
+                        int32_t sum = 0;
+                        for (ic = 0; ic < cin; ++ic) {
+                            sum += (x[ic] - zp) * w[ic];
+                        }
+                        acc += sum;
+                    }
+                }
+            }
+            store(p, out_row, ox * p->out_c + oc, epilogue(p, oc, acc));
+        }
+    }
+}
+
+void mfn_conv_row(const mfn_conv_t *p, const void *const *rows, void *out_row)
+{
+    if (p->depthwise) {
+        mfn_depthwise_row(p, rows, out_row);
+    } else if (p->kh == 1 && p->kw == 1 && p->pad_left == 0 && rows[0] != 0 &&
+               (p->out_w - 1) * p->stride_w < p->in_w) {
+        mfn_pointwise_row(p, rows[0], out_row);
+    } else {
+        mfn_dense_row(p, rows, out_row);
+    }
+}
+
+/* Row pointers of the kh input rows output row oy reads; NULL for padding rows. */
+static void input_rows(const mfn_conv_t *p, const int8_t *base, int32_t stride, int32_t ring, int32_t oy,
+                       const void **rows)
+{
+    int32_t ky;
+    for (ky = 0; ky < p->kh; ++ky) {
+        const int32_t iy = oy * p->stride_h - p->pad_top + ky;
+        const int32_t slot = ring ? iy % ring : iy;
+        rows[ky] = iy >= 0 && iy < p->in_h ? (const void *)(base + slot * stride) : 0;
+    }
+}
+
+void mfn_conv(const mfn_conv_t *p, const void *input, void *output)
+{
+    const int32_t in_stride = row_bytes(p->in_w, p->in_c, p->in_int16);
+    const int32_t out_stride = row_bytes(p->out_w, p->out_c, p->out_int16);
+    const void *rows[MFN_MAX_KERNEL_H];
+    int32_t oy;
+    for (oy = 0; oy < p->out_h; ++oy) {
+        input_rows(p, (const int8_t *)input, in_stride, 0, oy, rows);
+        mfn_conv_row(p, rows, (int8_t *)output + oy * out_stride);
+    }
+}
+
+void mfn_expand_depthwise(const mfn_conv_t *expand, const mfn_conv_t *dw, const void *input, void *ring,
+                          void *output)
+{
+    const int32_t in_stride = row_bytes(expand->in_w, expand->in_c, expand->in_int16);
+    const int32_t mid_stride = row_bytes(dw->in_w, dw->in_c, dw->in_int16);
+    const int32_t out_stride = row_bytes(dw->out_w, dw->out_c, dw->out_int16);
+    const void *rows[MFN_MAX_KERNEL_H];
+    int32_t oy, next = 0; /* the next expanded row to compute */
+    for (oy = 0; oy < dw->out_h; ++oy) {
+        const int32_t first = oy * dw->stride_h - dw->pad_top;
+        int32_t last = first + dw->kh - 1;
+        if (last >= dw->in_h) {
+            last = dw->in_h - 1;
+        }
+        if (next < first) {
+            next = first; /* rows no output reads (stride > kernel) are skipped */
+        }
+        for (; next <= last; ++next) { /* row `next` replaces row `next - kh`, no longer needed */
+            mfn_pointwise_row(expand, (const int8_t *)input + next * in_stride,
+                              (int8_t *)ring + (next % dw->kh) * mid_stride);
+        }
+        input_rows(dw, (const int8_t *)ring, mid_stride, dw->kh, oy, rows);
+        mfn_depthwise_row(dw, rows, (int8_t *)output + oy * out_stride);
     }
 }
 
