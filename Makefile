@@ -14,8 +14,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo test check-full lint setup system-packages clean
 
+# The shipped model -> int8 -> firmware for the emulated Cortex-M55 board -> HIL check on it.
+DEMO_TARGET ?= mps3-an547
 demo: setup
-	$(PY) -m compiler build --target rk3399 --model default
+	$(PY) -m compiler build --target $(DEMO_TARGET) --model default
+	$(PY) -m compiler hil --target $(DEMO_TARGET) --emulate --synthetic 10 --json build/$(DEMO_TARGET)/hil.json
 
 test: setup
 	$(VENV)/bin/ruff check .

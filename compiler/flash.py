@@ -95,7 +95,13 @@ def flash(opts: FlashOptions) -> dict:
             old = json.loads(state.read_text())
             emulate.stop_process_group(int(old["pid"]))
         board = emulate.start(target, artifact.program, folder / "emulator")
-        info = {"target": target.name, "url": board.url, "pid": board.pid, "command": board.command}
+        info = {
+            "target": target.name,
+            "url": board.url,
+            "pid": board.pid,
+            "command": board.command,
+            "ticks_to_instructions": board.ticks_to_instructions,
+        }
         ui.write_atomic(state, json.dumps(info, indent=2) + "\n")
         ui.info(f"{target.name} emulator running; stop it with: mfnc flash --target {target.name} --stop")
         return info

@@ -154,6 +154,9 @@ def run_hil(opts: HilOptions, board_url: str | None = None) -> dict:
         url = board.url
     else:
         url = opts.port or ""
+    # an emulator started by `flash` for this build: its counter is emulated time, not cycles
+    started_by_flash = _flashed_emulator(artifact.folder, url)
+    emulated = opts.emulate or started_by_flash is not None
     try:
         baud = opts.baud or (target.serial.baud if target.serial else 115200)
         with DeviceLink(url, baud=baud) as link:
@@ -197,7 +200,7 @@ def run_hil(opts: HilOptions, board_url: str | None = None) -> dict:
         "backend": info.get("backend", artifact.report.get("backend")),
         "transport": url.split("://")[0] if "://" in url else "serial",
         "url": url,
-        "emulated": opts.emulate,
+        "emulated": emulated,
         "n_inputs": n,
         "bit_exact": int(sum(equal)),
         "mismatched_inputs": [i for i, ok in enumerate(equal) if not ok],
@@ -208,8 +211,8 @@ def run_hil(opts: HilOptions, board_url: str | None = None) -> dict:
             runs.elapsed,
             info.get("counter", "none"),
             int(info.get("clock_hz", "0") or 0),
-            board.ticks_to_instructions if board else None,
-            opts.emulate,
+            board.ticks_to_instructions if board else (started_by_flash or {}).get("ticks_to_instructions"),
+            emulated,
         ),
         "link": link_stats,
         "device": info,
@@ -221,6 +224,18 @@ def run_hil(opts: HilOptions, board_url: str | None = None) -> dict:
         result["per_layer"] = [{"layer": nm, "count": c} for nm, c in zip(names, runs.layers, strict=False)]
     result["verification"] = _verification(device_float, faces, opts)
     return result
+
+
+def _flashed_emulator(folder: Path, url: str) -> dict | None:
+    """The state `flash` left for an emulator serving `url`, if any."""
+    state = folder / "emulator.json"
+    if not state.exists():
+        return None
+    try:
+        running = json.loads(state.read_text())
+    except json.JSONDecodeError:
+        return None
+    return running if running.get("url") == url else None
 
 
 def _verification(embeddings: np.ndarray, faces, opts: HilOptions) -> dict | None:
