@@ -28,6 +28,7 @@ test: setup
 # Heavier checks with the numbers quoted in docs/ (minutes, not part of `make test`).
 check-full: setup
 	$(PY) -m bench.check_int8 --json build/check-int8.json
+	$(PY) -m bench.check_hil --limit 20 --json build/check-hil.json
 
 lint: setup
 	$(VENV)/bin/ruff check .

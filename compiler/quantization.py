@@ -325,6 +325,7 @@ def quantized_meta(model: LoadedModel, pre: Preprocess, info: dict) -> dict:
     return {
         "model": model.name,
         "sha256": model.sha256,
+        "path": str(model.path),
         "preprocess": pre.as_dict(),
         "int16": info["int16"]["tensors"],
         **{k: info[k] for k in keep},

@@ -74,8 +74,8 @@ def test_hil_on_the_emulated_board_is_bit_exact_on_real_and_synthetic_faces(caps
             assert 2e8 < result["latency"]["median"] < 3e9
         assert result["link"]["retries"] == 0 and result["link"]["bytes_per_s"] > 1000
         assert 'failures="0"' in junit.read_text() and f'tests="{result["n_inputs"] + 1}"' in junit.read_text()
-        if target == "x86_64":
-            assert result["cosine_vs_float"]["mean"] > 0.98
+        # the int8 model file remembers its float source, so every board gets the float comparison
+        assert result["cosine_vs_float"]["mean"] > 0.98
 
 
 def test_flash_starts_the_emulator_and_hil_reaches_it_by_url(capsys, x86_build):

@@ -90,16 +90,22 @@ def _inputs(opts: HilOptions, height: int, width: int):
     return faces
 
 
-def _float_embeddings(report: dict, pixels: np.ndarray) -> np.ndarray | None:
-    """The source float model's embeddings, when the build came from a float model we can load."""
+def _float_embeddings(report: dict, meta: dict, pixels: np.ndarray) -> np.ndarray | None:
+    """The source float model's embeddings, when it can still be found (and is unchanged)."""
     from compiler.evaluate import float_embedder
     from compiler.frontend import load_model
     from compiler.preprocess import parse_preprocess
 
     model = report["model"]
-    if model.get("format") == "mfnq" or not Path(model.get("path", "")).exists():
+    path = model.get("path", "") if model.get("format") != "mfnq" else meta.get("path", "")
+    spec = report["preprocess"].get("spec") or meta.get("preprocess", {}).get("spec")
+    if not path or not spec or not Path(path).exists():
         return None
-    embedder = float_embedder(load_model(model["path"]), parse_preprocess(report["preprocess"]["spec"]))
+    loaded = load_model(path)
+    if loaded.sha256 != meta.get("sha256", loaded.sha256):
+        ui.warn(f"{path} changed since it was quantized: no cosine vs float")
+        return None
+    embedder = float_embedder(loaded, parse_preprocess(spec))
     return np.stack([embedder.one(pixels[i : i + 1]) for i in range(len(pixels))])
 
 
@@ -190,7 +196,7 @@ def run_hil(opts: HilOptions, board_url: str | None = None) -> dict:
 
     with ui.step("golden simulator and float reference"):
         expected = golden_as_device(qgraph, faces.pixels)
-        floats = _float_embeddings(artifact.report, faces.pixels)
+        floats = _float_embeddings(artifact.report, qgraph.meta, faces.pixels)
     equal = [bool(np.array_equal(d, e)) for d, e in zip(runs.outputs, expected, strict=True)]
     out_t = qgraph.tensors[qgraph.outputs[0]]
     device_float = (runs.outputs.astype(np.float64) - out_t.zero_point) * out_t.scale
