@@ -66,6 +66,38 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _memory_section(report: dict) -> list[str]:
+    """Memory from the plan and the linker map, and the device program."""
+    memory = report.get("memory")
+    if not memory:
+        return []
+    rows = [["activation arena (plan)", f"{memory['arena_bytes']:,} B"]]
+    rows.append(["constants (weights, biases, multipliers)", f"{memory['weights_bytes']:,} B"])
+    if "flash_bytes" in memory:
+        rows += [
+            ["flash (linker map: code + constants + data)", f"{memory['flash_bytes']:,} B"],
+            ["RAM (linker map: data + bss + arena + stack)", f"{memory['ram_bytes']:,} B"],
+        ]
+    for key, label in (("arena_limit_bytes", "arena limit"), ("weights_limit_bytes", "flash limit")):
+        if key in memory:
+            rows.append([label, f"{memory[key]:,} B"])
+    c = report.get("c", {})
+    plan = c.get("arena_plan")
+    if plan:
+        fused = ", ".join("+".join(pair) for pair in plan["fused_pairs"]) or "none"
+        rows += [
+            ["arena without fusion", f"{plan['unfused_arena_bytes']:,} B"],
+            ["fused pairs (ring buffer)", f"{fused} ({plan['scratch_bytes']:,} B)"],
+            ["layers computed in place", str(plan["in_place"])],
+        ]
+    if c.get("host_check"):
+        check = c["host_check"]
+        rows.append(["host run bit-exact", f"{check['bit_exact']}/{check['n_inputs']}"])
+    if c.get("firmware"):
+        rows.append(["device program", c["firmware"]["program"]])
+    return ["<h2>Memory and device program</h2>", _table(rows, ["", ""])]
+
+
 def render_html(report: dict) -> str:
     model, q = report["model"], report.get("quantization", {})
     parts = [
@@ -112,6 +144,7 @@ def render_html(report: dict) -> str:
                 ["worst layers", "op", "cosine single", "cosine entire"],
             ),
         ]
+    parts += _memory_section(report)
     style = (
         "body{font-family:sans-serif;max-width:900px;margin:2em auto}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:2px 8px}"
