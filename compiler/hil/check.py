@@ -141,6 +141,8 @@ def run_hil(opts: HilOptions, board_url: str | None = None) -> dict:
     target = load_target(opts.target)
     if (opts.port is None) == (not opts.emulate):
         raise BadInput("give exactly one of --port URL and --emulate")
+    if opts.emulate and target.emulation.kind == "none":
+        raise BadInput(f"{target.name} has no emulator: use --port with a real board (docs/hil.md)")
     if not 1 <= opts.repeat <= 64 or opts.warmup < 0:
         raise BadInput("--repeat must be 1-64 and --warmup >= 0")
     artifact = load_artifact(opts.build or Path("build") / target.name, target)
