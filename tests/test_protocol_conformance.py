@@ -99,6 +99,9 @@ def test_info_names_the_device_and_its_model(device):
     assert int(info["output_count"]) == 8 and info["output_dtype"] == "int8"
     assert info["counter"] in {"cycles", "systick", "instructions", "us"}
     assert int(info["max_payload"]) == protocol.MAX_PAYLOAD and int(info["arena_bytes"]) > 0
+    # x86_64 hosts without AVX2 run the portable kernels
+    expected = {"x86_64": {"avx2", "portable"}, "rk3399": {"neon"}, "mps3-an547": {"mve"}, "mps2-an500": {"dsp"}}
+    assert info["kernels"] in expected[dev.name]
 
 
 def test_echo_round_trips_the_largest_payload_and_an_empty_one(device):

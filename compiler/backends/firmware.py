@@ -77,7 +77,7 @@ def _makefile(target: Target, port: Port) -> str:
     return f"""# The mfnc device program for {target.name}: `make` builds {PROGRAM} (and {PROGRAM}.map).
 CC := {target.toolchain.cc}
 {board}CFLAGS := {cflags} -DMFN_TARGET='"{target.name}"' -DMFN_FIRMWARE_VERSION='"mfnc-{__version__}"'
-# `make KERNELS=portable` builds with the portable reference kernels only (for comparison).
+# `make -B KERNELS=portable` rebuilds with the portable reference kernels only (for comparison).
 KERNELS ?= auto
 ifeq ($(KERNELS),portable)
 CFLAGS += -DMFN_PORTABLE_KERNELS

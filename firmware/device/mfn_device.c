@@ -114,6 +114,7 @@ static uint32_t info_text(const mfn_device_model_t *m)
     at = add_info(at, "output_count", NULL, m->output_count);
     at = add_info(at, "output_dtype", m->output_dtype, 0);
     at = add_info(at, "arena_bytes", NULL, m->arena_bytes);
+    at = add_info(at, "kernels", m->kernels, 0);
     at = add_info(at, "layers", NULL, m->layer_count);
     at = add_info(at, "counter", mfn_port_counter_unit(), 0);
     at = add_info(at, "clock_hz", NULL, mfn_port_clock_hz());

@@ -20,6 +20,7 @@ typedef struct {
     const char *model_hash;  /* SHA-256 of the source model */
     const char *input_shape; /* "HxWxC" */
     const char *output_dtype;
+    const char *kernels;     /* which kernel variant runs: "portable", "neon", "mve", ... */
     uint32_t input_bytes, output_count, output_bytes, arena_bytes, layer_count;
     uint8_t *input;          /* input_bytes of storage the host uploads into */
     /* Run the model once on input; hook (may be NULL) is called after each layer. */

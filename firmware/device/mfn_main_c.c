@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "mfn_device.h"
+#include "mfn_kernels.h"
 #include "mfn_port.h"
 #include "model.h"
 
@@ -38,6 +39,7 @@ int main(void)
         MFN_MODEL_HASH,
         MFN_STR(MFN_INPUT_H) "x" MFN_STR(MFN_INPUT_W) "x" MFN_STR(MFN_INPUT_C),
         MFN_OUTPUT_INT16 ? "int16" : "int8",
+        NULL,
         MFN_INPUT_BYTES,
         MFN_OUTPUT_COUNT,
         MFN_OUTPUT_BYTES,
@@ -46,7 +48,9 @@ int main(void)
         pixels,
         run_model,
     };
+    mfn_device_model_t served = model;
+    served.kernels = mfn_kernels_variant();
     mfn_port_init();
-    mfn_device_serve(&model);
+    mfn_device_serve(&served);
     return 0;
 }

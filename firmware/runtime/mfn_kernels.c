@@ -1,5 +1,22 @@
-/* mfnc portable int8 kernels: see mfn_kernels.h. */
+/*
+ * mfnc int8 kernels: see mfn_kernels.h.
+ *
+ * This file holds the portable reference (C99) and, selected at compile time, one
+ * optimised variant of the row routines, included below from mfn_kernels_<variant>.h
+ * (one compilation unit, so a build compiles this file only):
+ *   - neon: aarch64 Advanced SIMD (__ARM_NEON && __aarch64__), e.g. rk3399 (Cortex-A72/A53);
+ *   - mve:  Armv8.1-M Helium (__ARM_FEATURE_MVE integer), e.g. Cortex-M55 (mps3-an547);
+ *   - dsp:  Armv7E-M DSP/SIMD32 (__ARM_FEATURE_DSP, M-profile), e.g. Cortex-M7 (mps2-an500,
+ *     stm32h743); 32-bit Cortex-A (armv7-a) keeps the portable code;
+ *   - avx2: x86-64 with AVX2 (__AVX2__, implies SSE4.1), e.g. -march=native on this host.
+ * -DMFN_PORTABLE_KERNELS (make KERNELS=portable) keeps the portable code everywhere.
+ * Every variant is bit-exact with the portable routines for every input; a variant
+ * hands a call it does not cover (int16 inputs, unusual shapes) to the portable one.
+ * docs/kernels.md describes the variants and how they are checked and measured.
+ */
 #include "mfn_kernels.h"
+
+#include <string.h>
 
 #define MFN_ADD_LEFT_SHIFT 20
 
@@ -39,25 +56,26 @@ int32_t mfn_requantize64(int64_t x, int32_t multiplier, int32_t shift)
     return (int32_t)((x * reduced + ((int64_t)1 << (total - 1))) >> total);
 }
 
-static int32_t clamp(int32_t v, int32_t lo, int32_t hi)
+/* In 64 bits, as the golden simulator: an int32 near the limits plus a zero point saturates. */
+static int32_t clamp(int64_t v, int32_t lo, int32_t hi)
 {
-    return v < lo ? lo : (v > hi ? hi : v);
+    return v < lo ? lo : (v > hi ? hi : (int32_t)v);
 }
 
 /* Bias, requantization, fused activation and clamp for one output value. */
 static int32_t epilogue(const mfn_conv_t *p, int32_t oc, int64_t acc)
 {
-    int32_t out;
+    int64_t out;
     acc += p->bias[oc];
     if (p->in_int16) {
         out = mfn_requantize64(acc, p->mult[oc], p->shift[oc]);
         if (acc < 0 && p->neg_mult) {
-            out = p->neg_sign[oc] * mfn_requantize64(acc, p->neg_mult[oc], p->neg_shift[oc]);
+            out = (int64_t)p->neg_sign[oc] * mfn_requantize64(acc, p->neg_mult[oc], p->neg_shift[oc]);
         }
     } else {
         out = mfn_requantize((int32_t)acc, p->mult[oc], p->shift[oc]);
         if (acc < 0 && p->neg_mult) {
-            out = p->neg_sign[oc] * mfn_requantize((int32_t)acc, p->neg_mult[oc], p->neg_shift[oc]);
+            out = (int64_t)p->neg_sign[oc] * mfn_requantize((int32_t)acc, p->neg_mult[oc], p->neg_shift[oc]);
         }
     }
     return clamp(out + p->out_zp, p->act_min, p->act_max);
@@ -82,7 +100,7 @@ static int32_t row_bytes(int32_t width, int32_t channels, int is16)
  * int8 inputs accumulate in int32 (the emitter checks kh*kw*in_c*255*128 < 2^31);
  * int16 inputs (16x8) in int64.
  */
-void mfn_pointwise_row(const mfn_conv_t *p, const void *in_row, void *out_row)
+void mfn_pointwise_row_portable(const mfn_conv_t *p, const void *in_row, void *out_row)
 {
     const int32_t cin = p->in_c, step = p->stride_w * p->in_c;
     int32_t ox, oc, ic;
@@ -114,7 +132,7 @@ void mfn_pointwise_row(const mfn_conv_t *p, const void *in_row, void *out_row)
 /* Channels of a depthwise row computed together (accumulators on the stack). */
 #define MFN_DW_BLOCK 32
 
-void mfn_depthwise_row(const mfn_conv_t *p, const void *const *rows, void *out_row)
+void mfn_depthwise_row_portable(const mfn_conv_t *p, const void *const *rows, void *out_row)
 {
     const int32_t c = p->out_c, zp = p->in_zp;
     int32_t ox, c0, ky, kx, i;
@@ -157,7 +175,7 @@ void mfn_depthwise_row(const mfn_conv_t *p, const void *const *rows, void *out_r
     }
 }
 
-void mfn_dense_row(const mfn_conv_t *p, const void *const *rows, void *out_row)
+void mfn_dense_row_portable(const mfn_conv_t *p, const void *const *rows, void *out_row)
 {
     const int32_t cin = p->in_c, zp = p->in_zp;
     int32_t ox, oc, ky, kx, ic;
@@ -192,6 +210,63 @@ void mfn_dense_row(const mfn_conv_t *p, const void *const *rows, void *out_row)
             store(p, out_row, ox * p->out_c + oc, epilogue(p, oc, acc));
         }
     }
+}
+
+/* ---- The optimised variant (one at most), then the public row routines. ---- */
+
+#if defined(MFN_PORTABLE_KERNELS)
+#define MFN_VARIANT "portable"
+#elif defined(__aarch64__) && defined(__ARM_NEON)
+#include "mfn_kernels_neon.h"
+#elif defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
+#include "mfn_kernels_mve.h"
+#elif defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32) && defined(__ARM_ARCH_PROFILE) && \
+    __ARM_ARCH_PROFILE == 'M'
+#include "mfn_kernels_dsp.h"
+#elif defined(__x86_64__) && defined(__AVX2__)
+#include "mfn_kernels_x86.h"
+#else
+#define MFN_VARIANT "portable"
+#endif
+
+/*
+ * A variant defines MFN_VARIANT and any of opt_pointwise_row, opt_depthwise_row,
+ * opt_dense_row, opt_add (MFN_OPT_POINTWISE etc.): each returns 1 when it computed
+ * the call, 0 to leave it to the portable routine.
+ */
+const char *mfn_kernels_variant(void)
+{
+    return MFN_VARIANT;
+}
+
+void mfn_pointwise_row(const mfn_conv_t *p, const void *in_row, void *out_row)
+{
+#ifdef MFN_OPT_POINTWISE
+    if (opt_pointwise_row(p, in_row, out_row)) {
+        return;
+    }
+#endif
+    mfn_pointwise_row_portable(p, in_row, out_row);
+}
+
+void mfn_depthwise_row(const mfn_conv_t *p, const void *const *rows, void *out_row)
+{
+#ifdef MFN_OPT_DEPTHWISE
+    if (opt_depthwise_row(p, rows, out_row)) {
+        return;
+    }
+#endif
+    mfn_depthwise_row_portable(p, rows, out_row);
+}
+
+void mfn_dense_row(const mfn_conv_t *p, const void *const *rows, void *out_row)
+{
+#ifdef MFN_OPT_DENSE
+    if (opt_dense_row(p, rows, out_row)) {
+        return;
+    }
+#endif
+    mfn_dense_row_portable(p, rows, out_row);
 }
 
 void mfn_conv_row(const mfn_conv_t *p, const void *const *rows, void *out_row)
@@ -256,15 +331,25 @@ void mfn_expand_depthwise(const mfn_conv_t *expand, const mfn_conv_t *dw, const 
     }
 }
 
-void mfn_add(const mfn_add_t *p, const int8_t *a, const int8_t *b, int8_t *out)
+void mfn_add_portable(const mfn_add_t *p, const int8_t *a, const int8_t *b, int8_t *out)
 {
     int32_t i;
     for (i = 0; i < p->count; ++i) {
         const int32_t sa = mfn_requantize((a[i] - p->a_zp) * (1 << MFN_ADD_LEFT_SHIFT), p->a_mult, p->a_shift);
         const int32_t sb = mfn_requantize((b[i] - p->b_zp) * (1 << MFN_ADD_LEFT_SHIFT), p->b_mult, p->b_shift);
-        const int32_t sum = mfn_requantize(sa + sb, p->out_mult, p->out_shift) + p->out_zp;
-        out[i] = (int8_t)clamp(sum, p->act_min, p->act_max);
+        const int32_t sum = mfn_requantize((int32_t)((uint32_t)sa + (uint32_t)sb), p->out_mult, p->out_shift);
+        out[i] = (int8_t)clamp((int64_t)sum + p->out_zp, p->act_min, p->act_max);
     }
+}
+
+void mfn_add(const mfn_add_t *p, const int8_t *a, const int8_t *b, int8_t *out)
+{
+#ifdef MFN_OPT_ADD
+    if (opt_add(p, a, b, out)) {
+        return;
+    }
+#endif
+    mfn_add_portable(p, a, b, out);
 }
 
 void mfn_pixels_to_input(const uint8_t *pixels, int8_t *input, int32_t count)

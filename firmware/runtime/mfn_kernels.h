@@ -1,5 +1,5 @@
 /*
- * mfnc portable int8 kernels (C99, no malloc).
+ * mfnc int8 kernels (C99, no malloc): portable reference and optimised variants.
  *
  * Reference implementations of every op a quantized MobileFaceNet needs, with
  * exactly the integer arithmetic of the golden simulator (calibration/golden.py):
@@ -13,7 +13,9 @@
  * routine (mfn_pointwise_row, mfn_depthwise_row, mfn_dense_row). mfn_conv walks the
  * rows of a whole tensor; mfn_expand_depthwise streams an expansion 1x1 conv into a
  * small ring of expanded rows and runs the depthwise on them, so the expanded tensor
- * never exists whole. An optimised (SIMD) variant replaces the row routines.
+ * never exists whole. An optimised (SIMD) variant replaces the row routines: NEON,
+ * Helium (MVE), Armv7E-M DSP or AVX2, chosen at compile time from the target's
+ * predefined macros; -DMFN_PORTABLE_KERNELS keeps the portable code (docs/kernels.md).
  *
  * Memory contract (the planner in compiler/backends/memory_plan.py relies on it):
  * the generated model may place a kernel's output so that it overlaps the bytes of
@@ -88,6 +90,19 @@ void mfn_expand_depthwise(const mfn_conv_t *expand, const mfn_conv_t *dw, const 
                           void *output);
 
 void mfn_add(const mfn_add_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+
+/*
+ * The portable reference routines, always compiled in: the optimised variant hands
+ * them what it does not cover (int16 inputs, unusual shapes), and tests compare the
+ * two on random data (tests/test_kernel_variants.py). The routines above give the
+ * same integers for every input.
+ */
+void mfn_pointwise_row_portable(const mfn_conv_t *p, const void *in_row, void *out_row);
+void mfn_depthwise_row_portable(const mfn_conv_t *p, const void *const *rows, void *out_row);
+void mfn_dense_row_portable(const mfn_conv_t *p, const void *const *rows, void *out_row);
+void mfn_add_portable(const mfn_add_t *p, const int8_t *a, const int8_t *b, int8_t *out);
+/* The row routines this build uses: "neon", "mve", "dsp", "avx2" or "portable". */
+const char *mfn_kernels_variant(void);
 /* input may equal pixels (conversion in place). */
 void mfn_pixels_to_input(const uint8_t *pixels, int8_t *input, int32_t count);
 
