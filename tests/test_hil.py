@@ -70,8 +70,8 @@ def test_hil_on_the_emulated_board_is_bit_exact_on_real_and_synthetic_faces(caps
         assert result["device"]["model"] == report["model"]["sha256"]
         unit = {"x86_64": "us", "rk3399": "instructions"}.get(target, "instructions")
         assert result["latency"]["unit"] == unit and result["latency"]["median"] > 0
-        if unit == "instructions":  # deterministic emulation: 0.2-3 G instructions per inference
-            assert 2e8 < result["latency"]["median"] < 3e9
+        if unit == "instructions":  # 221 M MACs: ~0.1 G (MVE, NEON) to ~2 G (portable) instructions
+            assert 5e7 < result["latency"]["median"] < 3e9
         assert result["link"]["retries"] == 0 and result["link"]["bytes_per_s"] > 1000
         assert 'failures="0"' in junit.read_text() and f'tests="{result["n_inputs"] + 1}"' in junit.read_text()
         # the int8 model file remembers its float source, so every board gets the float comparison
