@@ -15,7 +15,7 @@ from pathlib import Path
 
 from calibration import qgraph as qformat
 from compiler import __version__, ui
-from compiler.backends.c_backend import DEVICE_CHECK_IMAGES, arena_limit, compile_c
+from compiler.backends.c_backend import DEVICE_CHECK_IMAGES, arena_limit, compile_c, host_check
 from compiler.backends.c_emitter import plan_arena
 from compiler.errors import AccuracyGateFailed, BadInput
 from compiler.faces import resize_pixels
@@ -51,7 +51,7 @@ def build(opts: BuildOptions) -> dict:
         raise BadInput(f"--synthetic {opts.quant.synthetic}: need at least 2 images")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.json").exists())):
         raise BadInput(f"--out {out}: exists and is not an mfnc build folder; refusing to replace it")
-    if backend != "c":
+    if backend == "rknn" or (backend == "tvm" and target.cpu.arch not in ("x86_64", "aarch64")):
         raise BadInput(
             f"--backend {backend} for {target.name}: that backend is not available in this version yet; "
             "use --backend c (the C runtime)"
@@ -68,7 +68,10 @@ def build(opts: BuildOptions) -> dict:
     try:
         _, _, height, width = qgraph.tensors[qgraph.input].shape
         probe = resize_pixels(synthetic_eval_set(DEVICE_CHECK_IMAGES, seed=7)[0], height, width)
-        codegen = compile_c(qgraph, target, staging, front["model"]["sha256"], probe)
+        if backend == "tvm":
+            codegen = compile_tvm(qgraph, target, staging, front["model"]["sha256"], probe)
+        else:
+            codegen = compile_c(qgraph, target, staging, front["model"]["sha256"], probe)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -80,18 +83,40 @@ def build(opts: BuildOptions) -> dict:
         "backend_reason": _backend_reason(opts.backend, backend),
         **front,
         "memory": codegen["memory"],
-        "c": {k: v for k, v in codegen.items() if k != "memory"},
-        "artifacts": {"quantized_model": "model.mfnq", "c_sources": "c/"},
+        backend: {k: v for k, v in codegen.items() if k != "memory"},
+        "artifacts": {"quantized_model": "model.mfnq", f"{backend}_program": f"{backend}/"},
     }
     report["stages"] = (
         front["stages"]
-        + ["c_codegen"]
+        + [f"{backend}_codegen"]
         + (["firmware"] if codegen.get("firmware") else [])
         + (["host_check"] if "host_check" in codegen else [])
     )
     report["out"] = str(out)
     _write_outputs(out, staging, report, qgraph)
     return report
+
+
+def compile_tvm(qgraph: qformat.QGraph, target, out: Path, model_hash: str, images) -> dict:
+    """The TVM device program (untuned for now) and, on x86_64, its check against the golden."""
+    from compiler.backends.tvm_runner import build_runner
+
+    ui.warn(
+        "TVM without a tuning database: expect it 7-10x slower than tuned code and slower than "
+        "the C runtime (--backend c); tuning (`mfnc tune`) is not available in this version yet"
+    )
+    with ui.step(f"compiling with TVM for {target.name} and building its runner"):
+        program = build_runner(qgraph, target, out / "tvm", model_hash)
+    library = program.parent / "model.so"
+    result: dict = {
+        "memory": {"library_bytes": library.stat().st_size},
+        "firmware": {"program": str(program), "port": "posix"},
+        "tuned": False,
+    }
+    if target.cpu.arch == "x86_64":
+        with ui.step("running the TVM program on this host over the HIL protocol"):
+            result["host_check"] = host_check(qgraph, program, images[:DEVICE_CHECK_IMAGES])
+    return result
 
 
 def _quantize_float_model(opts: BuildOptions, pre: Preprocess) -> tuple[qformat.QGraph, dict]:
@@ -192,10 +217,11 @@ def _write_outputs(out: Path, staging: Path, report: dict, qgraph: qformat.QGrap
     from compiler.report_html import render_html
 
     try:
+        section = report.get("c") or report.get("tvm") or {}
         for holder, key in (
-            (report["c"], "source_dir"),
-            (report["c"].get("firmware") or {}, "program"),
-            (report["c"].get("firmware") or {}, "map"),
+            (section, "source_dir"),
+            (section.get("firmware") or {}, "program"),
+            (section.get("firmware") or {}, "map"),
         ):
             if key in holder:
                 holder[key] = str(out / Path(holder[key]).relative_to(staging))

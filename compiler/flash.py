@@ -23,6 +23,7 @@ from compiler.targets import Target, load_target
 STATE_FILE = "emulator.json"
 FLASH_TIMEOUT_S = 120
 REMOTE_PROGRAM = "/tmp/mfnc-device"
+REMOTE_BUNDLE = "/tmp/mfnc-device-bundle"
 DEFAULT_REMOTE_PORT = 4700
 
 
@@ -45,15 +46,19 @@ def flash_commands(target: Target, program: Path, host: str | None, remote_port:
     if method == "scp":
         if not host:
             raise BadInput(f"{target.name} is flashed over ssh: give --host user@board (or a lab board)")
+        bundle = (program.parent / "model.so").exists()  # a TVM runner needs its libraries next to it
+        remote = f"{REMOTE_BUNDLE}/{program.name}" if bundle else REMOTE_PROGRAM
         serve = (
-            f"pkill -f 'TCP-LISTEN:{remote_port},' ; chmod +x {REMOTE_PROGRAM} && "
-            f"nohup socat TCP-LISTEN:{remote_port},reuseaddr,nodelay,fork EXEC:{REMOTE_PROGRAM} "
+            f"pkill -f 'TCP-LISTEN:{remote_port},' ; chmod +x {remote} && "
+            f"nohup socat TCP-LISTEN:{remote_port},reuseaddr,nodelay,fork EXEC:{remote} "
             ">/tmp/mfnc-device.log 2>&1 </dev/null &"
         )
-        return [
-            ["scp", "-o", "BatchMode=yes", str(program), f"{host}:{REMOTE_PROGRAM}"],
-            ["ssh", "-o", "BatchMode=yes", host, serve],
-        ]
+        copy = (
+            ["scp", "-o", "BatchMode=yes", "-r", str(program.parent), f"{host}:{REMOTE_BUNDLE}"]
+            if bundle
+            else ["scp", "-o", "BatchMode=yes", str(program), f"{host}:{REMOTE_PROGRAM}"]
+        )
+        return [copy, ["ssh", "-o", "BatchMode=yes", host, serve]]
     raise BadInput(f"{target.name}: flash method '{method}' cannot be automated ({target.flash.note})")
 
 

@@ -69,7 +69,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def _memory_section(report: dict) -> list[str]:
     """Memory from the plan and the linker map, and the device program."""
     memory = report.get("memory")
-    if not memory:
+    if not memory or "arena_bytes" not in memory:
         return []
     rows = [["activation arena (plan)", f"{memory['arena_bytes']:,} B"]]
     rows.append(["constants (weights, biases, multipliers)", f"{memory['weights_bytes']:,} B"])

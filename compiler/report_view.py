@@ -53,24 +53,27 @@ def print_build_report(report: dict) -> None:
             ui.info(f"int16 tensors: {', '.join(q['int16']['tensors'])} (+{q['int16']['extra_bytes']:,} B)")
         ui.info(f"worst layers: {', '.join(q['worst_layers'][:3])}")
     memory = report.get("memory")
-    if memory:
+    if memory and "library_bytes" in memory:
+        ui.info(f"TVM: model library {memory['library_bytes']:,} B (untuned)")
+    if memory and "arena_bytes" in memory:
         line = f"C runtime: arena {memory['arena_bytes']:,} B, constants {memory['weights_bytes']:,} B"
         if "flash_bytes" in memory:
             line += f"; linker map: flash {memory['flash_bytes']:,} B, RAM {memory['ram_bytes']:,} B"
         ui.info(line)
-    plan = report.get("c", {}).get("arena_plan")
+    section = report.get("c") or report.get("tvm") or {}
+    plan = section.get("arena_plan")
     if plan:
         fused = ", ".join("+".join(pair) for pair in plan["fused_pairs"]) or "none"
         ui.info(
             f"memory plan: {plan['unfused_arena_bytes']:,} B without fusion; fused {fused} "
             f"(ring {plan['scratch_bytes']:,} B), {plan['in_place']} layers in place"
         )
-    firmware = report.get("c", {}).get("firmware")
+    firmware = section.get("firmware")
     if firmware:
         ui.info(f"device program: {firmware['program']}")
-    elif report.get("c", {}).get("firmware_note"):
-        ui.info(report["c"]["firmware_note"])
-    check = report.get("c", {}).get("host_check")
+    elif section.get("firmware_note"):
+        ui.info(section["firmware_note"])
+    check = section.get("host_check")
     if check:
         ui.info(f"host run: {check['bit_exact']}/{check['n_inputs']} outputs bit-exact with the golden simulator")
     ui.info(f"artifact: {report.get('out')}")

@@ -159,3 +159,35 @@ def test_lab_file_names_boards(capsys, tmp_path, x86_build):
     code, _, err = run_cli(capsys, "hil", "--board", "desk-h7", "--lab", lab)
     assert code == 2
     assert_one_line_error(err, "boards.desk-h7", "unknown key", "speed")
+
+
+@pytest.mark.parametrize("target", ["x86_64", "rk3399"])
+def test_tvm_build_runs_bit_exact_through_hil(capsys, tmp_path, target, x86_build):
+    require_tools(target)
+    out = tmp_path / f"tvm-{target}"
+    code, stdout, err = run_cli(
+        capsys,
+        "build",
+        "--target",
+        target,
+        "--backend",
+        "tvm",
+        "--model",
+        x86_build / "model.mfnq",
+        "--out",
+        out,
+        "--json",
+        "-",
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["backend"] == "tvm" and "tvm_codegen" in report["stages"] and not report["tvm"]["tuned"]
+    assert "without a tuning database" in err
+    if target == "x86_64":
+        assert report["tvm"]["host_check"] == {"n_inputs": 4, "bit_exact": 4}
+    code, stdout, err = run_cli(
+        capsys, "hil", "--target", target, "--emulate", "--build", out, "--synthetic", "2", "--json", "-"
+    )
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["backend"] == "tvm" and result["bit_exact"] == 2 and result["device"]["kernels"].startswith("tvm")

@@ -62,7 +62,7 @@ def load_artifact(folder: Path, target: Target) -> Artifact:
         raise BadInput(f"{report_path}: not valid JSON ({exc})") from None
     if report.get("target") != target.name:
         raise BadInput(f"{folder}: built for {report.get('target')}, not {target.name}")
-    firmware = (report.get("c") or {}).get("firmware") or {}
+    firmware = (report.get("c") or report.get("tvm") or {}).get("firmware") or {}
     program = folder / Path(firmware["program"]).relative_to(report["out"]) if firmware.get("program") else None
     return Artifact(folder, report, program)
 
@@ -228,7 +228,7 @@ def run_hil(opts: HilOptions, board_url: str | None = None) -> dict:
         "seconds": time.monotonic() - started,
     }
     if runs.layers is not None:
-        names = artifact.report.get("c", {}).get("layer_names") or [f"layer{i}" for i in range(len(runs.layers))]
+        names = (artifact.report.get("c") or {}).get("layer_names") or [f"layer{i}" for i in range(len(runs.layers))]
         result["per_layer"] = [{"layer": nm, "count": c} for nm, c in zip(names, runs.layers, strict=False)]
     result["verification"] = _verification(device_float, faces, opts)
     return result
