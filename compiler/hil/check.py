@@ -185,6 +185,7 @@ def run_hil(opts: HilOptions, board_url: str | None = None) -> dict:
                     per_layer=opts.per_layer,
                     run_timeout_s=opts.run_timeout_s,
                     advance=tick,
+                    info=info,
                 )
             link_stats = {
                 "bytes_per_s": runs.upload_bytes / runs.upload_seconds if runs.upload_seconds else None,

@@ -85,12 +85,11 @@ def free_port() -> int:
 def _listening(port: int) -> bool:
     """True when something listens on 127.0.0.1:port (read from /proc, no connection made)."""
     needle = f"0100007F:{port:04X}"
-    for table in ("/proc/net/tcp",):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[1] == needle and fields[3] == "0A":
-                    return True
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == needle and fields[3] == "0A":  # 0A: LISTEN
+                return True
     return False
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
 
 import serial
 
@@ -65,8 +64,6 @@ class DeviceLink:
         self.resets_seen = 0
         self.replies = 0
         self.retries_used = 0
-        self.boot_info: dict[str, str] | None = None
-        self.on_reset: Callable[[], None] | None = None
 
     def close(self) -> None:
         with contextlib.suppress(serial.SerialException, OSError):
@@ -95,16 +92,6 @@ class DeviceLink:
         except (serial.SerialException, OSError) as exc:
             raise ExternalFailure(f"{self.url}: the link closed ({exc})") from None
 
-    def wait_for_boot(self, timeout_s: float) -> dict[str, str]:
-        """Wait for the device's boot announcement (sent when the program starts)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for frame in self.reader.feed(self._read_some()):
-                if frame.type == protocol.BOOT:
-                    self.boot_info = protocol.parse_info(frame.payload)
-                    return self.boot_info
-        raise ExternalFailure(f"{self.url}: the device did not announce itself within {timeout_s:.0f} s")
-
     def request(self, command: Command, payload: bytes = b"", *, timeout_s: float | None = None) -> bytes:
         """Send one command and return its reply payload, retrying lost or damaged frames."""
         seq = self._next_seq()
@@ -131,7 +118,6 @@ class DeviceLink:
         while time.monotonic() < deadline:
             for frame in self.reader.feed(self._read_some()):
                 if frame.type == protocol.BOOT:
-                    self.boot_info = protocol.parse_info(frame.payload)
                     if self.replies == 0:
                         continue  # the program just started for this connection: not a reset
                     self.resets_seen += 1

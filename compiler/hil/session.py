@@ -6,6 +6,7 @@ exercise the same protocol path a board sees.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -48,17 +49,16 @@ def run_inputs(
     per_layer: bool = False,
     run_timeout_s: float = 600.0,
     advance: Callable[[], None] | None = None,
+    info: dict[str, str] | None = None,
 ) -> DeviceRuns:
     """Run every image (uint8 NCHW) on the device; a device reset mid-way is recovered once per image.
 
     The first RUN may take up to run_timeout_s; later ones get four times the slowest
     RUN seen so far (at least 5 s), so a lost reply is retried in seconds, not minutes.
+    `info` is the device's INFO reply when the caller already asked for it.
     """
-    import time
-
     slowest = 0.0
-
-    info = link.info()
+    info = info or link.info()
     count = int(info.get("output_count", "0"))
     dtype = np.int16 if info.get("output_dtype") == "int16" else np.int8
     expected_bytes = int(info.get("input_bytes", "0"))
