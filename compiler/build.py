@@ -36,6 +36,7 @@ class BuildOptions:
     preprocess: str = "paper"
     out: Path | None = None
     quant: QuantizeOptions = field(default_factory=QuantizeOptions)
+    tuning_db: Path | None = None  # a database folder or exported file; else the cache
 
 
 def build(opts: BuildOptions) -> dict:
@@ -60,18 +61,22 @@ def build(opts: BuildOptions) -> dict:
     if target.os == "baremetal" and opts.quant.fits is None:
         limit = arena_limit(target)
         opts.quant = replace(opts.quant, fits=lambda q: plan_arena(q).arena_bytes <= limit)
-    if opts.model.endswith(qformat.SUFFIX):
-        qgraph, front = _load_quantized(Path(opts.model), opts)
-    else:
-        qgraph, front = _quantize_float_model(opts, pre)
+    if opts.tuning_db is not None and (opts.backend not in ("auto", "tvm") or not tvm_capable(target)):
+        raise BadInput(f"--tuning-db is for TVM builds; {target.name} with --backend {opts.backend} does not use TVM")
+    qgraph, front = quantized_model(opts, pre)
+    hash_ = model_hash(front)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=_parent(out)))
     try:
+        database = _tuning_database(opts, target, hash_, backend, staging)
+        if opts.backend == "auto" and backend == "c" and database is not None:
+            backend = "tvm"
         _, _, height, width = qgraph.tensors[qgraph.input].shape
         probe = resize_pixels(synthetic_eval_set(DEVICE_CHECK_IMAGES, seed=7)[0], height, width)
         if backend == "tvm":
-            codegen = compile_tvm(qgraph, target, staging, front["model"]["sha256"], probe)
+            codegen = compile_tvm(qgraph, target, staging, hash_, probe, database)
         else:
-            codegen = compile_c(qgraph, target, staging, front["model"]["sha256"], probe)
+            codegen = compile_c(qgraph, target, staging, hash_, probe)
+        shutil.rmtree(staging / "tuning-db", ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -80,7 +85,7 @@ def build(opts: BuildOptions) -> dict:
         "mfnc_version": __version__,
         "target": target.name,
         "backend": backend,
-        "backend_reason": _backend_reason(opts.backend, backend),
+        "backend_reason": _backend_reason(opts.backend, backend, target, database),
         **front,
         "memory": codegen["memory"],
         backend: {k: v for k, v in codegen.items() if k != "memory"},
@@ -97,22 +102,71 @@ def build(opts: BuildOptions) -> dict:
     return report
 
 
-def compile_tvm(qgraph: qformat.QGraph, target, out: Path, model_hash: str, images) -> dict:
-    """The TVM device program (untuned for now) and, on x86_64, its check against the golden."""
+def quantized_model(opts: BuildOptions, pre: Preprocess) -> tuple[qformat.QGraph, dict]:
+    """The int8 graph and the report's front part: a .mfnq loaded, or a float model quantized."""
+    if opts.model.endswith(qformat.SUFFIX):
+        return _load_quantized(Path(opts.model), opts)
+    return _quantize_float_model(opts, pre)
+
+
+def model_hash(front: dict) -> str:
+    """What builds and tuning databases are keyed on: the source model's sha256 (a .mfnq
+    without one falls back to its own)."""
+    return front["model"]["sha256"] or front["model"].get("quantized_sha256", "")
+
+
+def tvm_capable(target) -> bool:
+    return "tvm" in target.backends and target.os == "linux" and target.cpu.arch in ("x86_64", "aarch64")
+
+
+def _tuning_database(opts: BuildOptions, target, hash_: str, backend: str, staging: Path):
+    """The tuning database a TVM build would use: --tuning-db, else the cache's."""
+    from compiler.backends import tuning_db
+
+    if opts.tuning_db is not None:
+        path = Path(opts.tuning_db)
+        if path.is_dir():
+            db = tuning_db.open_database(path)
+            if db is None:
+                raise BadInput(f"--tuning-db {path}: no tuning records in that folder")
+            if db.meta.get("model_hash") not in (None, hash_):
+                raise BadInput(f"--tuning-db {path}: tuned for another model ({str(db.meta['model_hash'])[:16]})")
+            return db
+        return tuning_db.materialize(path, target.name, hash_, staging)
+    if backend in ("tvm", "c") and tvm_capable(target) and opts.backend in ("auto", "tvm"):
+        return tuning_db.find_database(target.name, hash_)
+    return None
+
+
+def compile_tvm(qgraph: qformat.QGraph, target, out: Path, model_hash: str, images, database=None) -> dict:
+    """The TVM device program (tuned when a database is given) and, on x86_64, its check
+    against the golden."""
     from compiler.backends.tvm_runner import build_runner
 
-    ui.warn(
-        "TVM without a tuning database: expect it 7-10x slower than tuned code and slower than "
-        "the C runtime (--backend c); tuning (`mfnc tune`) is not available in this version yet"
-    )
+    if database is None:
+        ui.warn(
+            f"TVM without a tuning database: expect it 7-10x slower than tuned code and slower than "
+            f"the C runtime (--backend c); tune first with `mfnc tune --target {target.name}`"
+        )
+    else:
+        ui.info(f"applying the tuning database {database.path} ({database.trials} trials)")
+        if database.meta.get("measured_on") == "emulator":
+            ui.warn(
+                "that database was tuned on an emulator: its schedules are valid but were ranked by emulated timings"
+            )
     with ui.step(f"compiling with TVM for {target.name} and building its runner"):
-        program = build_runner(qgraph, target, out / "tvm", model_hash)
+        built = build_runner(qgraph, target, out / "tvm", model_hash, database_dir=database.path if database else None)
+    program = built.program
     library = program.parent / "model.so"
     result: dict = {
         "memory": {"library_bytes": library.stat().st_size},
         "firmware": {"program": str(program), "port": "posix"},
-        "tuned": False,
+        "libraries": built.libraries,
+        "tuned": database is not None,
+        "kernels": built.kernels,
     }
+    if database is not None:
+        result["tuning"] = database.summary()
     if target.cpu.arch == "x86_64":
         with ui.step("running the TVM program on this host over the HIL protocol"):
             result["host_check"] = host_check(qgraph, program, images[:DEVICE_CHECK_IMAGES])
@@ -199,12 +253,16 @@ def gate_error(report: dict) -> AccuracyGateFailed | None:
     )
 
 
-def _backend_reason(requested: str, chosen: str) -> str:
+def _backend_reason(requested: str, chosen: str, target, database) -> str:
     if requested != "auto":
         return "requested with --backend"
     if chosen == "rknn":
         return "auto: the target has a supported Rockchip NPU"
-    return "auto: no TVM tuning database for this target and model, so the C runtime"
+    if chosen == "tvm":
+        return f"auto: a TVM tuning database exists for {target.name} and this model ({database.trials} trials)"
+    if tvm_capable(target):
+        return f"auto: no TVM tuning database for {target.name} and this model (`mfnc tune`), so the C runtime"
+    return "auto: the C runtime (TVM has no path for this target)"
 
 
 def _parent(out: Path) -> Path:

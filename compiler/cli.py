@@ -98,6 +98,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gate-cosine", type=float, default=0.99, help="minimum mean cosine int8 vs float (default 0.99)")
     p.add_argument("--gate-auc-drop", type=float, default=0.005, help="maximum AUC drop (default 0.005)")
     p.add_argument("--out", type=Path, help="output folder (default: build/<target>/)")
+    p.add_argument(
+        "--tuning-db", type=Path, metavar="FILE|DIR", help="TVM tuning database to apply (default: the tune cache)"
+    )
+    _add_json(p)
+
+    p = sub.add_parser("tune", help="autotune the TVM kernels of a model for a CPU target (MetaSchedule)")
+    p.add_argument("--target", required=True, help="catalogue name or target .toml (x86_64 or aarch64 Linux)")
+    p.add_argument("--model", default="default", help="model file or family name (default: the shipped trained model)")
+    p.add_argument("--preprocess", default="paper", help="paper (default), imagenet, or rgb|bgr:MR,MG,MB:SR,SG,SB")
+    _add_quantize_args(p)
+    p.add_argument("--trials", type=int, default=400, help="total measured candidates (default 400; resumes)")
+    board = p.add_mutually_exclusive_group()
+    board.add_argument("--rpc", metavar="HOST:PORT", help="TVM RPC tracker the board's rpc_server registered with")
+    board.add_argument("--emulate", action="store_true", help="measure on an emulated board (functional only)")
+    p.add_argument("--key", help="the board's key at the tracker (e.g. rk3399)")
+    p.add_argument("--rpc-timeout", type=float, default=60.0, help="seconds to wait for the tracker/board (default 60)")
+    p.add_argument("--import", dest="import_db", type=Path, metavar="FILE", help="load an exported database first")
+    p.add_argument("--export", dest="export_db", type=Path, metavar="FILE", help="write the database to FILE after")
     _add_json(p)
 
     p = sub.add_parser("quantize", help="calibrate and quantize a model to int8 (.mfnq, optionally .tflite)")
@@ -284,13 +302,37 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from compiler.report_view import print_build_report
 
     report = build(
-        BuildOptions(args.target, args.model, args.backend, args.preprocess, args.out, _quantize_options(args))
+        BuildOptions(
+            args.target, args.model, args.backend, args.preprocess, args.out, _quantize_options(args), args.tuning_db
+        )
     )
     print_build_report(report)
     ui.emit_json(args.json, report)
     error = gate_error(report)
     if error is not None:
         raise error
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from compiler.tune_cmd import TuneOptions, print_tune_report, tune_model
+
+    opts = TuneOptions(
+        args.target,
+        args.model,
+        args.preprocess,
+        _quantize_options(args),
+        args.trials,
+        args.rpc,
+        args.key,
+        args.emulate,
+        args.rpc_timeout,
+        args.import_db,
+        args.export_db,
+    )
+    result = tune_model(opts)
+    print_tune_report(result)
+    ui.emit_json(args.json, result)
     return 0
 
 
@@ -374,6 +416,7 @@ COMMANDS = {
     "targets": _cmd_targets,
     "inspect": _cmd_inspect,
     "build": _cmd_build,
+    "tune": _cmd_tune,
     "quantize": _cmd_quantize,
     "eval": _cmd_eval,
     "flash": _cmd_flash,

@@ -54,7 +54,16 @@ def print_build_report(report: dict) -> None:
         ui.info(f"worst layers: {', '.join(q['worst_layers'][:3])}")
     memory = report.get("memory")
     if memory and "library_bytes" in memory:
-        ui.info(f"TVM: model library {memory['library_bytes']:,} B (untuned)")
+        tvm = report.get("tvm", {})
+        if tvm.get("tuned"):
+            kernels, tuning = tvm["kernels"], tvm["tuning"]
+            state = (
+                f"tuned: {kernels['scheduled']} of {kernels['total']} kernels scheduled from "
+                f"{tuning['trials']} trials on {tuning['measured_on']}"
+            )
+        else:
+            state = "untuned"
+        ui.info(f"TVM: model library {memory['library_bytes']:,} B ({state})")
     if memory and "arena_bytes" in memory:
         line = f"C runtime: arena {memory['arena_bytes']:,} B, constants {memory['weights_bytes']:,} B"
         if "flash_bytes" in memory:

@@ -718,9 +718,9 @@ def _use_instead(t: Target, exclude: str) -> str:
 def select_backend(t: Target, requested: str) -> str:
     """Check a requested backend ("auto", "c", "tvm", "rknn") against `t`; resolve "auto".
 
-    "auto" picks "rknn" on a chip whose NPU is supported, else "c". DESIGN section 8 also
-    wants "tvm" on CPU targets once a tuning database exists for (target, model hash); that
-    needs the tuning database feature, so until then "auto" never picks "tvm".
+    "auto" picks "rknn" on a chip whose NPU is supported, else "c" here: whether a TVM
+    tuning database exists for (target, model hash) is only known once the model is
+    loaded, so `build` turns that "c" into "tvm" then (DESIGN section 8).
     """
     where = _display(t.path)
     if requested == "auto":

@@ -76,7 +76,7 @@ def _build(qgraph, target: Target, out: Path, model_hash: str) -> Path:
             tvm_runner.aarch64_runtime(RUNTIME_CACHE)
         except ExternalFailure as exc:
             _skip_or_fail(f"the aarch64 TVM runtime wheels ({exc})")
-    return tvm_runner.build_runner(qgraph, target, out, model_hash, cache=RUNTIME_CACHE)
+    return tvm_runner.build_runner(qgraph, target, out, model_hash, cache=RUNTIME_CACHE).program
 
 
 def _command(program: Path, target: Target, workdir: Path) -> list[str]:
@@ -149,6 +149,22 @@ def test_full_model_runner_is_bit_exact(tmp_path, full, name):
     assert mismatches == [0] * len(pixels), f"elements differing from the golden, per image: {mismatches}"
     unit = runs.info["counter"]
     print(f"{name}: TVM runner untuned, median {np.median(runs.elapsed):.0f} {unit} per image")
+
+
+def test_rk3399_bundle_has_an_a53_library_that_runs_bit_exact_on_a_cortex_a53(tmp_path, tiny):
+    from compiler.hil.icount import build_plugin, qemu_user_command
+    from compiler.hil.pipe import PipePort
+
+    target = _target("rk3399")
+    program = _build(tiny, target, tmp_path / "runner", "tiny-hash")
+    a53 = program.parent / "model-cortex-a53.so"
+    assert a53.is_file() and a53.read_bytes() != (program.parent / "model.so").read_bytes()
+    plugin = build_plugin(tmp_path / "plugin")
+    command = qemu_user_command(program, plugin, tmp_path / "icount.bin", cpu="cortex-a53", args=[a53.name])
+    pixels = synthetic_eval_set(2, seed=5)[0][:, :, :TINY_SIZE, :TINY_SIZE]
+    with DeviceLink("pipe:a53", port=PipePort(command)) as link:
+        runs = run_inputs(link, pixels, warmup=0, timed=1)
+    np.testing.assert_array_equal(runs.outputs, golden_as_device(tiny, pixels))
 
 
 def test_runner_without_its_library_exits_2_with_one_line(tmp_path, tiny):

@@ -146,3 +146,11 @@ def kernel_calls(fused: tvm.IRModule, function: str = "main") -> list[str]:
             if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.call_tir":
                 calls.append(value.args[0].name_hint)
     return calls
+
+
+def scheduled_kernels(fused: tvm.IRModule) -> dict:
+    """How many TIR kernels of a fused module a tuning database scheduled (it marks
+    them `tirx.is_scheduled`), so a build can say how much of the model is tuned."""
+    kernels = [f for _, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    scheduled = sum(1 for f in kernels if f.attrs is not None and bool(f.attrs.get("tirx.is_scheduled", False)))
+    return {"total": len(kernels), "scheduled": scheduled}

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,13 @@ STRICT = ("-Wall", "-Wextra", "-Werror")
 BUILD_TIMEOUT_S = 600
 DOWNLOAD_TIMEOUT_S = 600
 SUPPORTED_ARCHS = ("x86_64", "aarch64")
+
+
+@dataclass
+class RunnerBuild:
+    program: Path
+    kernels: dict  # {"total", "scheduled"}: kernels of the primary library a database scheduled
+    libraries: dict[str, str]  # core -> library file next to the program (the first is the default)
 
 
 def cache_dir() -> Path:
@@ -89,24 +97,17 @@ def host_runtime_dir() -> dict[str, Path]:
     return found
 
 
-def aarch64_runtime(cache: Path | None = None) -> dict[str, Path]:
-    """The aarch64 libtvm_runtime.so + libtvm_ffi.so, from the cp311 wheels of our pinned
-    versions: downloaded once with `pip download` into the cache (wheels put there by
-    hand are used as they are, for machines without network), then extracted."""
-    folder = (cache or cache_dir()) / f"aarch64-tvm{TVM_VERSION}-ffi{TVM_FFI_VERSION}"
-    libs = {name: folder / name for name in RUNTIME_LIBS}
-    if all(path.is_file() for path in libs.values()):
-        return libs
+def download_aarch64_wheels(folder: Path, pins: dict[str, str]) -> dict[str, Path]:
+    """cp311 aarch64 wheels of `pins` ({distribution: version}) in `folder`: downloaded
+    once with `pip download`; wheels put there by hand (machines without network) are
+    used as they are."""
     folder.mkdir(parents=True, exist_ok=True)
-    wheels = {
-        "apache-tvm": f"apache_tvm-{TVM_VERSION}-*aarch64*.whl",
-        "apache-tvm-ffi": f"apache_tvm_ffi-{TVM_FFI_VERSION}-cp311-*aarch64*.whl",
-    }
-    missing = [
-        f"{pkg}=={TVM_VERSION if pkg == 'apache-tvm' else TVM_FFI_VERSION}"
-        for pkg, pattern in wheels.items()
-        if not list(folder.glob(pattern))
-    ]
+
+    def find(dist: str, version: str) -> Path | None:
+        found = sorted(folder.glob(f"{dist.replace('-', '_')}-{version}-*aarch64*.whl"))
+        return found[-1] if found else None
+
+    missing = [f"{dist}=={version}" for dist, version in pins.items() if find(dist, version) is None]
     if missing:
         cmd = [
             sys.executable,
@@ -130,20 +131,43 @@ def aarch64_runtime(cache: Path | None = None) -> dict[str, Path]:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
-            raise ExternalFailure(f"pip download of the aarch64 TVM runtime: over {DOWNLOAD_TIMEOUT_S} s") from None
+            raise ExternalFailure(
+                f"pip download of aarch64 wheels ({', '.join(missing)}): over {DOWNLOAD_TIMEOUT_S} s"
+            ) from None
         if proc.returncode != 0:
             lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
             why = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "no output")
             raise ExternalFailure(
-                f"cannot download the aarch64 TVM runtime ({', '.join(missing)}): {why.strip()}; "
+                f"cannot download the aarch64 wheels {', '.join(missing)}: {why.strip()}; "
                 f"without network, put the cp311 aarch64 wheels in {folder}"
             )
+    wheels = {dist: find(dist, version) for dist, version in pins.items()}
+    lost = [dist for dist, path in wheels.items() if path is None]
+    if lost:
+        raise ExternalFailure(f"pip download left no aarch64 wheel of {', '.join(lost)} in {folder}")
+    return wheels  # type: ignore[return-value]
+
+
+def aarch64_tvm_wheels(cache: Path | None = None) -> dict[str, Path]:
+    """The apache-tvm and apache-tvm-ffi aarch64 wheels of our pins."""
+    folder = (cache or cache_dir()) / f"aarch64-tvm{TVM_VERSION}-ffi{TVM_FFI_VERSION}"
+    return download_aarch64_wheels(folder, {"apache-tvm": TVM_VERSION, "apache-tvm-ffi": TVM_FFI_VERSION})
+
+
+def aarch64_runtime(cache: Path | None = None) -> dict[str, Path]:
+    """The aarch64 libtvm_runtime.so + libtvm_ffi.so, extracted from the wheels of our
+    pinned versions (`aarch64_tvm_wheels`)."""
+    folder = (cache or cache_dir()) / f"aarch64-tvm{TVM_VERSION}-ffi{TVM_FFI_VERSION}"
+    libs = {name: folder / name for name in RUNTIME_LIBS}
+    if all(path.is_file() for path in libs.values()):
+        return libs
+    wheels = aarch64_tvm_wheels(cache)
     members = {
         "libtvm_runtime.so": ("apache-tvm", "tvm/lib/libtvm_runtime.so"),
         "libtvm_ffi.so": ("apache-tvm-ffi", "tvm_ffi/lib/libtvm_ffi.so"),
     }
-    for name, (pkg, member) in members.items():
-        wheel = sorted(folder.glob(wheels[pkg]))[-1]
+    for name, (dist, member) in members.items():
+        wheel = wheels[dist]
         try:
             with zipfile.ZipFile(wheel) as archive:
                 data = archive.read(member)
@@ -165,9 +189,9 @@ def runtime_libraries(arch: str, cache: Path | None = None) -> dict[str, Path]:
     raise BadInput(f"the TVM runner supports {', '.join(SUPPORTED_ARCHS)} Linux targets, not {arch}")
 
 
-def tvm_target(target: Target, threads: int = 1):
+def tvm_target(target: Target, threads: int = 1, core: str | None = None):
     """The TVM llvm target for a Linux target: this host's features on x86_64, the
-    primary cluster's -mcpu on aarch64."""
+    primary cluster's -mcpu (or `core`'s) on aarch64."""
     import tvm
 
     from compiler.backends.tvm_compile import x86_target
@@ -177,7 +201,7 @@ def tvm_target(target: Target, threads: int = 1):
     spec = {
         "kind": "llvm",
         "mtriple": "aarch64-linux-gnu",
-        "mcpu": target.cpu.primary.core,
+        "mcpu": core or target.cpu.primary.core,
         "mattr": ["+neon"],
         "num-cores": int(threads),
     }
@@ -210,15 +234,22 @@ def _output_facts(qgraph) -> tuple[int, int, int, int, str]:
     return int(h), int(w), count, count * np.dtype(dtype).itemsize, dtype
 
 
-def compile_library(qgraph, target: Target, path: Path, database_dir: Path | None = None):
-    """Relax from the quantized IR, compiled for the target and exported to `path`.
-    Returns the `tvm_compile.Compiled` (its `seconds` is fuse + compile)."""
+def compile_library(qgraph, target: Target, path: Path, database_dir: Path | None = None, core: str | None = None):
+    """Relax from the quantized IR, compiled for the target (its `core` cluster on a
+    big.LITTLE chip) and exported to `path`. Returns the `tvm_compile.Compiled` (its
+    `seconds` is fuse + compile)."""
     import tvm
 
+    from compiler.backends.tuning_db import MODULE_EQUALITY
     from compiler.backends.tvm_compile import build, export_library
     from compiler.backends.tvm_relax import build_relax_int
 
-    compiled = build(build_relax_int(qgraph), tvm_target(target), database_dir=database_dir)
+    compiled = build(
+        build_relax_int(qgraph),
+        tvm_target(target, core=core),
+        database_dir=database_dir,
+        module_equality=MODULE_EQUALITY,
+    )
     fcompile = None
     if target.cpu.arch != "x86_64":
         cxx = target.toolchain.cxx or ""
@@ -239,8 +270,14 @@ def build_runner(
     *,
     database_dir: Path | None = None,
     cache: Path | None = None,
-) -> Path:
-    """Build the TVM device program for `target` into out_dir; return the program's path."""
+) -> RunnerBuild:
+    """Build the TVM device program for `target` into out_dir.
+
+    On a chip with a second kind of core (rk3399's Cortex-A53s next to its A72s) the
+    bundle also holds `model-<core>.so` compiled for it, which the same runner loads
+    when given its name (pin the program to those cores with taskset). The tuning
+    database, tuned on the primary cluster, is applied to both.
+    """
     arch = target.cpu.arch
     if target.os != "linux" or arch not in SUPPORTED_ARCHS:
         raise BadInput(f"{target.name}: the TVM runner needs a Linux {' or '.join(SUPPORTED_ARCHS)} target")
@@ -260,7 +297,14 @@ def build_runner(
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, path in libs.items():
         shutil.copy2(path, out_dir / name)
-    compile_library(qgraph, target, out_dir / LIBRARY, database_dir)
+    compiled = compile_library(qgraph, target, out_dir / LIBRARY, database_dir)
+    libraries = {target.cpu.primary.core if arch != "x86_64" else arch: LIBRARY}
+    if arch == "aarch64":
+        for group in target.cpu.cores[1:]:
+            if group.core not in libraries:
+                name = f"model-{group.core}.so"
+                compile_library(qgraph, target, out_dir / name, database_dir, core=group.core)
+                libraries[group.core] = name
 
     opt = [f for f in target.toolchain.cflags if f.startswith(("-O", "-m"))] or ["-O2"]
     defines = [
@@ -324,7 +368,9 @@ def build_runner(
             tmp,
         )
         shutil.move(str(tmp_program), program)
-    return program
+    from compiler.backends.tvm_compile import scheduled_kernels
+
+    return RunnerBuild(program, scheduled_kernels(compiled.fused), libraries)
 
 
 def qemu_command(program: Path, target: Target, sysroot: str = "/usr/aarch64-linux-gnu") -> list[str]:

@@ -6,8 +6,9 @@
  * POSIX port provides (stdin/stdout).
  *
  * The model's facts come from the build (compiler/backends/tvm_runner.py) as -D
- * flags. The library is argv[1], or MFN_TVM_LIBRARY (a file name) next to this
- * program. One Relax VM is made at start; each RUN feeds the uploaded uint8 HWC frame
+ * flags. The library is argv[1] (a bare file name is looked up next to this
+ * program, e.g. `mfn_tvm_runner model-cortex-a53.so` for the LITTLE cores), or
+ * MFN_TVM_LIBRARY next to this program. One Relax VM is made at start; each RUN feeds the uploaded uint8 HWC frame
  * (the host uploads straight into the VM's input tensor) to `main` and returns its
  * output bytes, which the module already gives in device (NHWC) order.
  *
@@ -103,14 +104,15 @@ std::string one_line(const std::string &text)
 
 std::string library_path(int argc, char **argv)
 {
-    if (argc > 1) {
-        return argv[1];
+    const std::string name = argc > 1 ? std::string(argv[1]) : std::string(MFN_TVM_LIBRARY);
+    if (name.find('/') != std::string::npos) {
+        return name;
     }
     char self[4096];
     const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     std::string program = n > 0 ? std::string(self, static_cast<size_t>(n)) : std::string(argv[0]);
     const std::string::size_type slash = program.rfind('/');
-    return (slash == std::string::npos ? std::string(".") : program.substr(0, slash)) + "/" + MFN_TVM_LIBRARY;
+    return (slash == std::string::npos ? std::string(".") : program.substr(0, slash)) + "/" + name;
 }
 
 void load(const std::string &path)
