@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi gcc-aarch64-linux-g
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check-full lint setup system-packages clean
+.PHONY: demo test check-full bench lint setup system-packages clean
 
 # The shipped model -> int8 -> firmware for the emulated Cortex-M55 board -> HIL check on it.
 DEMO_TARGET ?= mps3-an547
@@ -29,6 +29,11 @@ test: setup
 check-full: setup
 	$(PY) -m bench.check_int8 --json build/check-int8.json
 	$(PY) -m bench.check_hil --limit 20 --json build/check-hil.json
+
+# Speed comparisons quoted in docs/ (tens of minutes; run on an otherwise idle machine).
+bench: setup
+	$(PY) -m bench.tvm_speed --json build/bench-tvm-speed.json
+	$(PY) -m bench.kernel_speed --json build/bench-kernel-speed.json
 
 lint: setup
 	$(VENV)/bin/ruff check .

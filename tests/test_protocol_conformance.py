@@ -1,6 +1,7 @@
 """The protocol conformance suite (docs/protocol.md), run against every device program:
-the x86_64 host program, the aarch64 Linux program under qemu-aarch64, and the
-bare-metal firmware of the emulated Cortex-M boards.
+the x86_64 host program, the aarch64 Linux program under qemu-aarch64, the bare-metal
+firmware of the emulated Cortex-M boards, and the TVM runner on x86_64 and (under
+qemu-aarch64) rk3399.
 
 Each case sends raw bytes, so it checks the device, not our host library.
 """
@@ -26,19 +27,26 @@ def tiny(tmp_path_factory):
     return tmp, tiny_qgraph(tmp)
 
 
-@pytest.fixture(scope="module", params=list(DEVICE_TARGETS))
+@pytest.fixture(scope="module", params=[*DEVICE_TARGETS, "x86_64+tvm", "rk3399+tvm"])
 def device(request, tiny):
-    target = require_tools(request.param)
+    name, _, backend = request.param.partition("+")
+    target = require_tools(name)
     tmp, qgraph = tiny
-    program = build_device(target, qgraph, tmp)
-    with open_device(target, program, tmp / f"{target.name}-emu") as port:
-        yield Device(port, target.name), qgraph
+    if backend == "tvm":
+        from compiler.backends.tvm_runner import build_runner
+
+        program = build_runner(qgraph, target, tmp / f"{name}-tvm", "tiny").program
+    else:
+        program = build_device(target, qgraph, tmp)
+    with open_device(target, program, tmp / f"{request.param}-emu") as port:
+        yield Device(port, target.name, backend or "c"), qgraph
 
 
 class Device:
     """Raw frame exchange with one device program."""
 
-    def __init__(self, port, name: str) -> None:
+    def __init__(self, port, name: str, backend: str = "c") -> None:
+        self.backend = backend
         self.port = port
         self.name = name
         self.reader = protocol.FrameReader()
@@ -98,7 +106,11 @@ def test_info_names_the_device_and_its_model(device):
     assert info["input_shape"] == f"{TINY_SIZE}x{TINY_SIZE}x3"
     assert int(info["output_count"]) == 8 and info["output_dtype"] == "int8"
     assert info["counter"] in {"cycles", "systick", "instructions", "us"}
-    assert int(info["max_payload"]) == protocol.MAX_PAYLOAD and int(info["arena_bytes"]) > 0
+    assert int(info["max_payload"]) == protocol.MAX_PAYLOAD and info["backend"] == dev.backend
+    if dev.backend == "tvm":  # the VM's pooled allocator owns the memory
+        assert int(info["arena_bytes"]) == 0 and info["kernels"] == "tvm-untuned"
+        return
+    assert int(info["arena_bytes"]) > 0
     # x86_64 hosts without AVX2 run the portable kernels
     expected = {"x86_64": {"avx2", "portable"}, "rk3399": {"neon"}, "mps3-an547": {"mve"}, "mps2-an500": {"dsp"}}
     assert info["kernels"] in expected[dev.name]
@@ -181,7 +193,8 @@ def test_run_returns_the_golden_output_with_timings_and_layers(device):
     assert np.array_equal(np.frombuffer(run.output, np.int8), golden_as_device(qgraph, image)[0])
     assert len(run.elapsed) == 3 and all(e > 0 for e in run.elapsed)
     layers = protocol.parse_layers(dev.ok(Command.LAYERS))
-    assert len(layers) == 3 and all(c > 0 for c in layers)  # conv1, dw, gdconv
+    # the C runtime times conv1, dw, gdconv; the TVM model is one call
+    assert len(layers) == (1 if dev.backend == "tvm" else 3) and all(c > 0 for c in layers)
     assert sum(layers) <= max(run.elapsed) * 1.5
     again = protocol.parse_run(dev.ok(Command.RUN, protocol.run_request(0, 1, False), seconds=120))
     assert again.output == run.output  # RUN is repeatable: a host may retry it
