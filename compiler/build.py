@@ -52,7 +52,9 @@ def build(opts: BuildOptions) -> dict:
         raise BadInput(f"--synthetic {opts.quant.synthetic}: need at least 2 images")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.json").exists())):
         raise BadInput(f"--out {out}: exists and is not an mfnc build folder; refusing to replace it")
-    if backend == "rknn" or (backend == "tvm" and target.cpu.arch not in ("x86_64", "aarch64")):
+    if backend == "rknn":
+        return _build_rknn(opts, target, pre, out)
+    if backend == "tvm" and target.cpu.arch not in ("x86_64", "aarch64"):
         raise BadInput(
             f"--backend {backend} for {target.name}: that backend is not available in this version yet; "
             "use --backend c (the C runtime)"
@@ -99,6 +101,52 @@ def build(opts: BuildOptions) -> dict:
     )
     report["out"] = str(out)
     _write_outputs(out, staging, report, qgraph)
+    return report
+
+
+def _build_rknn(opts: BuildOptions, target, pre: Preprocess, out: Path) -> dict:
+    """The NPU path: the float model goes to rknn-toolkit2 (our int8 graph is not used)."""
+    from compiler.backends.rknn_backend import compile_rknn
+
+    if opts.model.endswith(qformat.SUFFIX):
+        raise BadInput(f"{opts.model}: the NPU backend needs the float model (rknn-toolkit2 quantizes it itself)")
+    model, lowered, records, image_info = ingest_and_lower(opts.model, pre, opts.quant.calib)
+    summary = summarize(lowered)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=_parent(out)))
+    try:
+        result = compile_rknn(model, lowered, pre, target, staging, opts.quant)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    section = result["rknn"]
+    memory = section.pop("memory")
+    report = {
+        "mfnc_version": __version__,
+        "target": target.name,
+        "backend": "rknn",
+        "backend_reason": _backend_reason(opts.backend, "rknn", target, None),
+        "model": {
+            "name": model.name,
+            "path": str(model.path),
+            "format": model.source_format,
+            "sha256": model.sha256,
+            "params": summary["params"],
+            "macs": summary["macs"],
+            "input_shape": summary["input_shape"],
+            "source_layout": lowered.meta["source_layout"],
+        },
+        "preprocess": {**pre.as_dict(), "folded_into": "the RKNN model (mean/std)"},
+        "passes": [r.as_dict() for r in records],
+        "equivalence": {"metric": "max|a-b|/max|b| vs onnxruntime on the original model", "images": image_info},
+        "quantization": result["quantization"],
+        "memory": memory,
+        "rknn": section,
+        "artifacts": {"rknn_model": "rknn/model.rknn", "toolkit_inputs": "rknn/inputs/"},
+        "stages": ["ingest", "passes", "float_equivalence", "rknn_build", "rknn_simulator_check"],
+        "notes": model.notes,
+    }
+    report["out"] = str(out)
+    _write_outputs(out, staging, report, None)
     return report
 
 
@@ -270,20 +318,23 @@ def _parent(out: Path) -> Path:
     return out.parent
 
 
-def _write_outputs(out: Path, staging: Path, report: dict, qgraph: qformat.QGraph) -> None:
+def _write_outputs(out: Path, staging: Path, report: dict, qgraph: qformat.QGraph | None) -> None:
     """Finish the artifact in the staging folder, then swap it in for OUT in one step."""
     from compiler.report_html import render_html
 
     try:
-        section = report.get("c") or report.get("tvm") or {}
+        section = report.get("c") or report.get("tvm") or report.get("rknn") or {}
         for holder, key in (
             (section, "source_dir"),
+            (section, "model"),
+            (section, "inputs"),
             (section.get("firmware") or {}, "program"),
             (section.get("firmware") or {}, "map"),
         ):
             if key in holder:
                 holder[key] = str(out / Path(holder[key]).relative_to(staging))
-        qformat.save(qgraph, staging / "model.mfnq")
+        if qgraph is not None:
+            qformat.save(qgraph, staging / "model.mfnq")
         ui.write_atomic(staging / "report.json", json.dumps(report, indent=2) + "\n")
         ui.write_atomic(staging / "report.html", render_html(report))
         if out.exists():

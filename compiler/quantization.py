@@ -159,8 +159,11 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def accuracy(graph: Graph, qgraph: QGraph, held: HeldOut) -> dict:
     """int8 vs float on the held-out images: cosine per image, and verification if labelled."""
-    reference = float_embeddings(graph, held.images)
-    quantized = golden.embed(qgraph, held.images)
+    return compare_embeddings(float_embeddings(graph, held.images), golden.embed(qgraph, held.images), held)
+
+
+def compare_embeddings(reference: np.ndarray, quantized: np.ndarray, held: HeldOut) -> dict:
+    """A quantized model's embeddings vs the float ones on the held-out images (any backend)."""
     cos = row_cosines(reference, quantized)
     result: dict = {
         "n_eval": len(held.images),

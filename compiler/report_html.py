@@ -133,17 +133,28 @@ def render_html(report: dict) -> str:
         parts += ["<h2>int8 quantization</h2>", _table(rows, ["", ""]), _cosine_plot(q["cosines"])]
         if "roc" in q:
             parts.append(_roc_plot(q["roc"]))
-        parts += [
-            "<h3>Per-layer error</h3>",
-            _layer_plot(q["layers"]),
-            _table(
-                [
-                    [r["layer"], r["op"], f"{r['cosine_single']:.5f}", f"{r['cosine_entire']:.5f}"]
-                    for r in q["layers"][:10]
-                ],
-                ["worst layers", "op", "cosine single", "cosine entire"],
-            ),
-        ]
+        if "ladder" in q:  # the NPU backend: every conversion tried, in order
+            parts.append(
+                _table(
+                    [
+                        [r["step"], f"{r['mean_cosine']:.4f}", f"{r['min_cosine']:.4f}", "yes" if r["passed"] else "no"]
+                        for r in q["ladder"]
+                    ],
+                    ["rknn-toolkit2 conversion", "mean cosine", "min cosine", "passes the gate"],
+                )
+            )
+        if "layers" in q:
+            parts += [
+                "<h3>Per-layer error</h3>",
+                _layer_plot(q["layers"]),
+                _table(
+                    [
+                        [r["layer"], r["op"], f"{r['cosine_single']:.5f}", f"{r['cosine_entire']:.5f}"]
+                        for r in q["layers"][:10]
+                    ],
+                    ["worst layers", "op", "cosine single", "cosine entire"],
+                ),
+            ]
     parts += _memory_section(report)
     style = (
         "body{font-family:sans-serif;max-width:900px;margin:2em auto}table{border-collapse:collapse}"

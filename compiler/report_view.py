@@ -51,7 +51,8 @@ def print_build_report(report: dict) -> None:
             ui.info(f"verification AUC float {q['float']['auc']:.4f} -> int8 {q['int8']['auc']:.4f}")
         if q["int16"]["tensors"]:
             ui.info(f"int16 tensors: {', '.join(q['int16']['tensors'])} (+{q['int16']['extra_bytes']:,} B)")
-        ui.info(f"worst layers: {', '.join(q['worst_layers'][:3])}")
+        if q["worst_layers"]:
+            ui.info(f"worst layers: {', '.join(q['worst_layers'][:3])}")
     memory = report.get("memory")
     if memory and "library_bytes" in memory:
         tvm = report.get("tvm", {})

@@ -34,9 +34,10 @@ def friends() -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Family models and tuning databases are cached per test session, never in the user's
-    home. Downloads (the aarch64 TVM wheels, the emulated board's arm64 Python) are kept
-    in the repository's git-ignored .mfnc-cache/ across sessions."""
+    home. Downloads (the aarch64 TVM wheels, the emulated board's arm64 Python, the
+    rknn-toolkit2 virtualenv) are kept in the repository's git-ignored .mfnc-cache/
+    across sessions."""
     os.environ.setdefault("MFNC_CACHE_DIR", str(tmp_path_factory.mktemp("mfnc-cache")))
-    os.environ.setdefault(
-        "MFNC_TVM_RUNTIME_CACHE", str(Path(__file__).resolve().parents[1] / ".mfnc-cache" / "tvm-runtime")
-    )
+    downloads = Path(__file__).resolve().parents[1] / ".mfnc-cache"
+    os.environ.setdefault("MFNC_TVM_RUNTIME_CACHE", str(downloads / "tvm-runtime"))
+    os.environ.setdefault("MFNC_RKNN_VENV", str(downloads / "rknn-toolkit2-2.5.0"))

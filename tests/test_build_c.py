@@ -42,12 +42,13 @@ def test_board_too_small_fails_with_the_numbers_and_leaves_nothing(capsys, tmp_p
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
-def test_backends_not_available_yet_are_refused_clearly(capsys, tmp_path):
+def test_backends_a_target_cannot_use_are_refused_clearly(capsys, tmp_path):
     code, _, err = run_cli(
-        capsys, "build", "--target", "rk3588", "--backend", "rknn", *QUICK, "--out", str(tmp_path / "o")
+        capsys, "build", "--target", "mps3-an547", "--backend", "tvm", *QUICK, "--out", str(tmp_path / "o")
     )
     assert code == 2
-    assert_one_line_error(err, "--backend rknn", "--backend c")
+    assert_one_line_error(err, "mps3-an547", "'tvm'", "bare-metal")
+    assert not (tmp_path / "o").exists()
 
 
 def test_out_folder_that_is_not_a_build_is_not_replaced(capsys, tmp_path):

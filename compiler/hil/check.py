@@ -62,6 +62,11 @@ def load_artifact(folder: Path, target: Target) -> Artifact:
         raise BadInput(f"{report_path}: not valid JSON ({exc})") from None
     if report.get("target") != target.name:
         raise BadInput(f"{folder}: built for {report.get('target')}, not {target.name}")
+    if report.get("backend") == "rknn":
+        raise BadInput(
+            f"{folder}: an NPU (rknn) build; flash and hil need its board program, not available in this "
+            f"version yet (build checked the model in the rknn-toolkit2 simulator: {folder / 'report.json'})"
+        )
     firmware = (report.get("c") or report.get("tvm") or {}).get("firmware") or {}
     program = folder / Path(firmware["program"]).relative_to(report["out"]) if firmware.get("program") else None
     return Artifact(folder, report, program)
