@@ -67,7 +67,25 @@ def test_npu_build_is_checked_in_the_simulator(capsys, tmp_path, toolkit, tiny_o
     inputs = Path(rknn["inputs"])
     assert len(list((inputs / "calib").glob("*.npy"))) == 8 and (inputs / "model.onnx").is_file()
     assert (tmp_path / "rk3588" / "report.html").is_file()
-    code, _, err = run_cli(capsys, "hil", "--target", "rk3588", "--emulate", "--build", tmp_path / "rk3588")
+
+
+def test_hil_emulate_rebuilds_in_the_simulator_and_port_is_refused(capsys, tmp_path, toolkit, tiny_onnx):
+    out = tmp_path / "rk3568"
+    code, _, err = _build(capsys, out, tiny_onnx, "rk3568")
+    assert code == 0, err
+    code, stdout, err = run_cli(
+        capsys, "hil", "--target", "rk3568", "--emulate", "--build", out, "--synthetic", "4", "--json", "-"
+    )
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["backend"] == "rknn" and result["transport"] == "simulator" and result["n_inputs"] == 4
+    assert result["bit_exact"] is None  # the NPU has no golden of ours
+    assert result["cosine_vs_float"]["mean"] >= 0.99
+    assert result["device"]["rebuilt_identical_outputs"] is True  # the check ran the model the build wrote
+    code, _, err = run_cli(capsys, "hil", "--target", "rk3568", "--port", "socket://127.0.0.1:9", "--build", out)
+    assert code == 2
+    assert_one_line_error(err, "NPU (rknn) build", "--emulate")
+    code, _, err = run_cli(capsys, "flash", "--target", "rk3568", "--build", out, "--dry-run")
     assert code == 2
     assert_one_line_error(err, "NPU (rknn) build", "not available in this version yet")
 

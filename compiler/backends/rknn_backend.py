@@ -120,6 +120,48 @@ def _keep(log: Path) -> Path:
     return Path(name)
 
 
+def _request(inputs: Path, names: list[str], conversion: dict, eval_npz: Path, work: Path) -> dict:
+    """A worker request: the recorded inputs and one conversion's settings; outputs in `work`."""
+    (work / "dataset.txt").write_text("".join(f"{inputs / n}\n" for n in names))
+    return {
+        **conversion,
+        "onnx": str(inputs / "model.onnx"),
+        "dataset": str(work / "dataset.txt"),
+        "eval_npz": str(eval_npz),
+        "rknn": str(work / "model.rknn"),
+        "outputs_npz": str(work / "outputs.npz"),
+        "result": str(work / "result.json"),
+    }
+
+
+def simulate(folder: Path, report: dict, pixels: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Rebuild a build's .rknn from its recorded inputs and run `pixels` (uint8 RGB NCHW)
+    through the simulator (which only runs in the process that built the model).
+
+    Returns the outputs (float32, one row per image) and whether the rebuilt model gives
+    exactly the build's outputs on the build's held-out images. (The .rknn files
+    themselves differ between two builds of the same inputs: the toolkit writes
+    ~1.5 KB of what look like memory addresses into them.)
+    """
+    from compiler.backends.rknn_env import toolkit_python
+
+    section = report["rknn"]
+    inputs = folder / "rknn" / "inputs"
+    conversion = section.get("conversion")
+    if conversion is None or not (inputs / "eval_outputs.npy").is_file():
+        raise BadInput(f"{folder}: the NPU build does not record its toolkit inputs (rebuild it)")
+    order = [0, 1, 2] if section.get("channel_order", "rgb") == "rgb" else [2, 1, 0]
+    held = np.load(inputs / "eval.npz")["images"]
+    recorded = np.load(inputs / "eval_outputs.npy")
+    with tempfile.TemporaryDirectory(prefix="mfnc-rknn-sim-") as tmp:
+        work = Path(tmp)
+        np.savez(work / "images.npz", images=np.concatenate([held, np.ascontiguousarray(pixels[:, order])]))
+        request = _request(inputs, section["calibration_files"], conversion, work / "images.npz", work)
+        run_worker(toolkit_python(), request, work, "the simulator rebuild")
+        outputs = np.load(work / "outputs.npz")["outputs"]
+    return outputs[len(held) :], bool(np.array_equal(outputs[: len(held)], recorded))
+
+
 def compile_rknn(model, lowered, pre: Preprocess, target, out: Path, opts: QuantizeOptions) -> dict:
     """Build the target's .rknn, climbing the ladder until the accuracy gate passes.
 
@@ -152,26 +194,20 @@ def compile_rknn(model, lowered, pre: Preprocess, target, out: Path, opts: Quant
     steps: list[dict] = []
     chosen = None
     for step in ladder(platform):
+        conversion = {
+            "input_name": input_name,
+            "input_shape": input_shape,
+            "platform": platform,
+            "mean": mean,
+            "std": std,
+            "algorithm": step.algorithm,
+            "method": "channel",
+            "quantize": step.quantize,
+            "auto_hybrid": step.auto_hybrid,
+        }
         with tempfile.TemporaryDirectory(prefix="mfnc-rknn-") as tmp:
             work = Path(tmp)
-            (work / "dataset.txt").write_text("".join(f"{inputs / n}\n" for n in names))
-            request = {
-                "onnx": str(inputs / "model.onnx"),
-                "input_name": input_name,
-                "input_shape": input_shape,
-                "platform": platform,
-                "mean": mean,
-                "std": std,
-                "algorithm": step.algorithm,
-                "method": "channel",
-                "quantize": step.quantize,
-                "auto_hybrid": step.auto_hybrid,
-                "dataset": str(work / "dataset.txt"),
-                "eval_npz": str(inputs / "eval.npz"),
-                "rknn": str(work / "model.rknn"),
-                "outputs_npz": str(work / "outputs.npz"),
-                "result": str(work / "result.json"),
-            }
+            request = _request(inputs, names, conversion, inputs / "eval.npz", work)
             with ui.step(f"rknn-toolkit2 {TOOLKIT_VERSION}: {step.name} for {platform}, checked in its simulator"):
                 result = run_worker(python, request, work, f"the {step.name} conversion")
             outputs = np.load(work / "outputs.npz")["outputs"]
@@ -194,10 +230,11 @@ def compile_rknn(model, lowered, pre: Preprocess, target, out: Path, opts: Quant
             )
             if chosen is None or not failures or measured["mean_cosine"] > chosen[1]["mean_cosine"]:
                 (work / "model.rknn").replace(folder / "model.rknn")
-                chosen = (step, measured, failures, result)
+                np.save(inputs / "eval_outputs.npy", outputs)
+                chosen = (step, measured, failures, result, conversion)
             if not failures:
                 break
-    step, measured, failures, result = chosen  # the passing step, else the most accurate one
+    step, measured, failures, result, conversion = chosen  # the passing step, else the most accurate one
     quantization = {
         "mode": "rknn",
         "algorithm": step.algorithm if step.quantize else "fp16",
@@ -219,6 +256,8 @@ def compile_rknn(model, lowered, pre: Preprocess, target, out: Path, opts: Quant
         "std": std,
         "channel_order": pre.order,
         "inputs": str(inputs),
+        "calibration_files": names,
+        "conversion": conversion,  # what `hil --emulate` rebuilds the model from
         "memory": {"rknn_bytes": result["rknn_bytes"]},
     }
     return {"quantization": quantization, "rknn": section}
