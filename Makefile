@@ -29,6 +29,7 @@ test: setup
 check-full: setup
 	$(PY) -m bench.check_int8 --json build/check-int8.json
 	$(PY) -m bench.check_hil --limit 20 --json build/check-hil.json
+	$(PY) -m bench.check_rknn --json build/check-rknn.json
 
 # Speed comparisons quoted in docs/ (tens of minutes; run on an otherwise idle machine).
 bench: setup
