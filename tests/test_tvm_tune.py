@@ -231,6 +231,7 @@ def test_tracker_without_the_board_exits_5_within_its_timeout(capsys, tmp_path, 
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # the tracker serves from a worker process: stop the whole group
     )
     try:
         deadline = time.monotonic() + 20
@@ -248,8 +249,9 @@ def test_tracker_without_the_board_exits_5_within_its_timeout(capsys, tmp_path, 
         assert_one_line_error(err, "no board registered with key 'rk3399'", f"127.0.0.1:{port}", "3 s")
         assert time.monotonic() - start < 30
     finally:
-        tracker.terminate()
-        tracker.wait(timeout=10)
+        from compiler.hil.emulate import stop_process_group
+
+        stop_process_group(tracker.pid)
         log.close()
 
 

@@ -46,7 +46,12 @@ class EmulatedBoard:
 
 
 def stop_process_group(pid: int) -> None:
-    """Stop an emulator started by start(): SIGTERM to its group, SIGKILL if it lingers."""
+    """Stop an emulator started by start(): SIGTERM to its group, SIGKILL if it lingers.
+
+    The group is SIGKILLed at the end even when its leader exited on SIGTERM: children
+    that ignore SIGTERM (TVM's tracker runs its server in a worker process) would
+    otherwise outlive it as orphans.
+    """
     for sig, wait_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
         try:
             os.killpg(pid, sig)
@@ -57,10 +62,15 @@ def stop_process_group(pid: int) -> None:
             with contextlib.suppress(ChildProcessError):
                 done, _ = os.waitpid(pid, os.WNOHANG)
                 if done:
-                    return
+                    break
             if not _alive(pid):
-                return
+                break
             time.sleep(0.05)
+        else:
+            continue
+        break
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:
