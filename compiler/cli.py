@@ -116,6 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rpc-timeout", type=float, default=60.0, help="seconds to wait for the tracker/board (default 60)")
     p.add_argument("--import", dest="import_db", type=Path, metavar="FILE", help="load an exported database first")
     p.add_argument("--export", dest="export_db", type=Path, metavar="FILE", help="write the database to FILE after")
+    p.add_argument(
+        "--tuning-db", type=Path, metavar="FILE", help="a database file to resume from (if it exists) and write back"
+    )
     _add_json(p)
 
     p = sub.add_parser("quantize", help="calibrate and quantize a model to int8 (.mfnq, optionally .tflite)")
@@ -329,6 +332,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         args.rpc_timeout,
         args.import_db,
         args.export_db,
+        args.tuning_db,
     )
     result = tune_model(opts)
     print_tune_report(result)

@@ -40,6 +40,7 @@ class TuneOptions:
     rpc_timeout: float = 60.0
     import_db: Path | None = None
     export_db: Path | None = None
+    tuning_db: Path | None = None  # import it when it exists, tune, export back to it
 
 
 def _measurement(opts: TuneOptions, target):
@@ -79,8 +80,12 @@ def tune_model(opts: TuneOptions) -> dict:
     qgraph, front = quantized_model(build_opts, parse_preprocess(opts.preprocess))
     hash_ = model_hash(front)
     db_dir = tuning_db.database_dir(target.name, hash_)
-    if opts.import_db is not None:
-        imported = tuning_db.unpack_export(opts.import_db, target.name, hash_, db_dir)
+    if opts.tuning_db is not None and (opts.import_db or opts.export_db):
+        raise BadInput("--tuning-db FILE both imports and exports: give it alone, without --import/--export")
+    import_db = opts.import_db or (opts.tuning_db if opts.tuning_db and opts.tuning_db.exists() else None)
+    export_db = opts.export_db or opts.tuning_db
+    if import_db is not None:
+        imported = tuning_db.unpack_export(import_db, target.name, hash_, db_dir)
         ui.info(f"imported {imported.records} tuning records ({imported.trials} trials) into {db_dir}")
     existing = tuning_db.open_database(db_dir)
     done = existing.trials if existing else 0
@@ -123,9 +128,9 @@ def tune_model(opts: TuneOptions) -> dict:
         "database": result.database.summary(),
         "tasks": result.tasks,
     }
-    if opts.export_db is not None:
-        tuning_db.export_database(result.database, opts.export_db)
-        payload["exported"] = str(opts.export_db)
+    if export_db is not None:
+        tuning_db.export_database(result.database, export_db)
+        payload["exported"] = str(export_db)
     return payload
 
 

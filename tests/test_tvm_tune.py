@@ -197,6 +197,13 @@ def test_export_import_and_build_with_an_exported_database(capsys, tmp_path, tun
     assert code == 2
     assert_one_line_error(err, "x86.tuning.json", "x86_64", "rk3399")
 
+    # --tuning-db FILE: resume from the file, write the grown database back to it
+    code, result, err = _tune(
+        capsys, "--target", "x86_64", "--model", tiny_model, "--trials", "5", "--tuning-db", exported
+    )
+    assert code == 0, err
+    assert result["trials_run"] == 2 and len(json.loads(exported.read_text())["records"]) == 5
+
 
 def _unused_port() -> int:
     with socket.socket() as s:
