@@ -60,6 +60,11 @@ def test_npu_build_is_checked_in_the_simulator(capsys, tmp_path, toolkit, tiny_o
     assert q["mode"] == "rknn" and q["passed"] and q["n_eval"] == 6 and q["n_calib"] == 8
     assert 0.99 <= q["mean_cosine"] <= 1.0 and q["min_cosine"] <= q["mean_cosine"]
     assert [s["step"] for s in q["ladder"]] == ["int8 normal"]  # passed at once: no escalation
+    # the toolkit's per-layer analysis, worst layer first
+    layers = q["layers"]
+    assert len(layers) >= 5 and all(0.9 < r["cosine_single"] <= 1.0001 for r in layers)
+    assert [r["cosine_single"] for r in layers] == sorted(r["cosine_single"] for r in layers)
+    assert q["worst_layers"][0] == layers[0]["layer"] and any(r["op"] == "Conv" for r in layers)
     rknn = report["rknn"]
     assert rknn["platform"] == "rk3588" and rknn["std"] == [128.0, 128.0, 128.0]  # normalised once, by the NPU
     model = Path(rknn["model"])

@@ -112,6 +112,30 @@ def run_worker(python: Path, request: dict, workdir: Path, what: str) -> dict:
     return result
 
 
+def parse_error_analysis(path: Path) -> list[dict]:
+    """The toolkit's per-layer table (error_analysis.txt): one row per layer with the
+    cosine of the simulator vs its float run, accumulated ("entire") and for the layer
+    alone ("single"). Empty when the file is missing or not in the expected format."""
+    rows = []
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        if not line.startswith("["):
+            continue
+        op, _, rest = line[1:].partition("]")
+        fields = rest.replace("|", " ").split()
+        if len(fields) < 5:
+            continue
+        try:
+            entire, single = float(fields[1]), float(fields[3])
+        except ValueError:
+            continue
+        rows.append({"layer": fields[0], "op": op, "cosine_single": single, "cosine_entire": entire})
+    return rows
+
+
 def _keep(log: Path) -> Path:
     """A copy of a failed conversion's log that outlives its scratch folder."""
     fd, name = tempfile.mkstemp(prefix="mfnc-rknn-", suffix="-toolkit.log")
@@ -208,6 +232,8 @@ def compile_rknn(model, lowered, pre: Preprocess, target, out: Path, opts: Quant
         with tempfile.TemporaryDirectory(prefix="mfnc-rknn-") as tmp:
             work = Path(tmp)
             request = _request(inputs, names, conversion, inputs / "eval.npz", work)
+            if step.quantize:
+                request["analyse"] = str(inputs / names[0])
             with ui.step(f"rknn-toolkit2 {TOOLKIT_VERSION}: {step.name} for {platform}, checked in its simulator"):
                 result = run_worker(python, request, work, f"the {step.name} conversion")
             outputs = np.load(work / "outputs.npz")["outputs"]
@@ -222,6 +248,9 @@ def compile_rknn(model, lowered, pre: Preprocess, target, out: Path, opts: Quant
                 "passed": not failures,
                 "failures": failures,
             }
+            layers = parse_error_analysis(work / "snapshot" / "error_analysis.txt")
+            if layers:
+                record["worst_layers"] = [r["layer"] for r in sorted(layers, key=lambda r: r["cosine_single"])[:5]]
             steps.append(record)
             ui.info(
                 f"{step.name}: cosine vs float mean {measured['mean_cosine']:.4f} min {measured['min_cosine']:.4f}"
@@ -231,10 +260,10 @@ def compile_rknn(model, lowered, pre: Preprocess, target, out: Path, opts: Quant
             if chosen is None or not failures or measured["mean_cosine"] > chosen[1]["mean_cosine"]:
                 (work / "model.rknn").replace(folder / "model.rknn")
                 np.save(inputs / "eval_outputs.npy", outputs)
-                chosen = (step, measured, failures, result, conversion)
+                chosen = (step, measured, failures, result, conversion, layers)
             if not failures:
                 break
-    step, measured, failures, result, conversion = chosen  # the passing step, else the most accurate one
+    step, measured, failures, result, conversion, layers = chosen  # the passing step, else the most accurate one
     quantization = {
         "mode": "rknn",
         "algorithm": step.algorithm if step.quantize else "fp16",
@@ -246,7 +275,8 @@ def compile_rknn(model, lowered, pre: Preprocess, target, out: Path, opts: Quant
         "passed": not failures,
         "ladder": steps,
         "int16": {"tensors": []},
-        "worst_layers": [],
+        "worst_layers": [r["layer"] for r in sorted(layers, key=lambda r: r["cosine_single"])[:10]],
+        **({"layers": sorted(layers, key=lambda r: r["cosine_single"])} if layers else {}),
     }
     section = {
         "toolkit": f"rknn-toolkit2 {TOOLKIT_VERSION}",

@@ -9,7 +9,8 @@ runs in, so each conversion is a separate process in the toolkit's virtualenv
 REQUEST.json: onnx, input_name, input_shape [1,3,H,W], platform, mean/std (per model
 input channel, pixel units: the toolkit normalises, once), algorithm, method,
 quantize (false = fp16), auto_hybrid, dataset (a text file listing NCHW uint8 .npy
-files), eval_npz (`images`: uint8 NCHW in the model's channel order), rknn (output
+files), analyse (optional: one .npy for the toolkit's per-layer accuracy analysis,
+written to `snapshot/` next to the result), eval_npz (`images`: uint8 NCHW in the model's channel order), rknn (output
 path), outputs_npz (output path), result (output path).
 
 The result JSON says `ok` and, on failure, the `stage` and the toolkit's message; the
@@ -69,6 +70,11 @@ def main(request_path: str) -> int:
             if rknn.export_rknn(req["rknn"]):
                 return _fail(req["result"], "export", "rknn.export_rknn failed", log.getvalue())
             timings["build_s"] = round(time.monotonic() - start, 2)
+            if req.get("analyse"):  # per-layer error vs the toolkit's float run, on one image
+                start = time.monotonic()
+                snapshot = os.path.join(os.path.dirname(req["result"]), "snapshot")
+                if rknn.accuracy_analysis(inputs=[req["analyse"]], output_dir=snapshot) == 0:
+                    timings["analysis_s"] = round(time.monotonic() - start, 2)
             start = time.monotonic()
             if rknn.init_runtime():
                 return _fail(req["result"], "init_runtime", "the simulator did not start", log.getvalue())
