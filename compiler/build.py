@@ -37,6 +37,7 @@ class BuildOptions:
     out: Path | None = None
     quant: QuantizeOptions = field(default_factory=QuantizeOptions)
     tuning_db: Path | None = None  # a database folder or exported file; else the cache
+    rknn_sdk: Path | None = None  # Rockchip's runtime (rknn_api.h, librknnrt.so); else $MFNC_RKNN_SDK
 
 
 def build(opts: BuildOptions) -> dict:
@@ -115,10 +116,11 @@ def _build_rknn(opts: BuildOptions, target, pre: Preprocess, out: Path) -> dict:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=_parent(out)))
     try:
         result = compile_rknn(model, lowered, pre, target, staging, opts.quant)
+        section = result["rknn"]
+        section.update(_rknn_board_program(opts, target, staging, model.sha256, lowered, pre))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    section = result["rknn"]
     memory = section.pop("memory")
     report = {
         "mfnc_version": __version__,
@@ -148,6 +150,30 @@ def _build_rknn(opts: BuildOptions, target, pre: Preprocess, out: Path) -> dict:
     report["out"] = str(out)
     _write_outputs(out, staging, report, None)
     return report
+
+
+def _rknn_board_program(opts: BuildOptions, target, staging: Path, model_hash: str, lowered, pre) -> dict:
+    """The board program when a Rockchip SDK is given, else the reason there is none."""
+    import numpy as np
+
+    from compiler.backends import rknn_board
+
+    arch = "aarch64" if target.cpu.arch == "aarch64" else "armhf"
+    sdk = rknn_board.find_sdk(opts.rknn_sdk, arch)
+    if sdk is None:
+        reason = "no Rockchip SDK given (--rknn-sdk DIR or $MFNC_RKNN_SDK with rknn_api.h and librknnrt.so)"
+        ui.warn(f"NPU board program not built: {reason}; the .rknn is checked in the simulator only")
+        return {"board_program": {"built": False, "reason": reason}}
+    outputs = int(np.load(staging / "rknn" / "inputs" / "eval_outputs.npy").shape[1])
+    h, w = lowered.image_hw()
+    with ui.step(f"building the NPU board program for {target.name} ({target.toolchain.cc})"):
+        program = rknn_board.build_program(
+            target, staging / "rknn", model_hash, (h, w), outputs, pre.order == "bgr", sdk
+        )
+    return {
+        "board_program": {"built": True, "sdk_include": str(sdk.include), "sdk_lib": str(sdk.lib)},
+        "firmware": {"program": str(program), "port": "posix", "output_dtype": "float32"},
+    }
 
 
 def quantized_model(opts: BuildOptions, pre: Preprocess) -> tuple[qformat.QGraph, dict]:

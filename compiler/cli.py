@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tuning-db", type=Path, metavar="FILE|DIR", help="TVM tuning database to apply (default: the tune cache)"
     )
+    p.add_argument(
+        "--rknn-sdk", type=Path, metavar="DIR", help="Rockchip runtime (rknn_api.h, librknnrt.so) for the NPU program"
+    )
     _add_json(p)
 
     p = sub.add_parser("tune", help="autotune the TVM kernels of a model for a CPU target (MetaSchedule)")
@@ -306,7 +309,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     report = build(
         BuildOptions(
-            args.target, args.model, args.backend, args.preprocess, args.out, _quantize_options(args), args.tuning_db
+            args.target,
+            args.model,
+            args.backend,
+            args.preprocess,
+            args.out,
+            _quantize_options(args),
+            args.tuning_db,
+            args.rknn_sdk,
         )
     )
     print_build_report(report)

@@ -46,20 +46,32 @@ def flash_commands(target: Target, program: Path, host: str | None, remote_port:
     if method == "scp":
         if not host:
             raise BadInput(f"{target.name} is flashed over ssh: give --host user@board (or a lab board)")
+        npu_model = program.parent / "model.rknn"
+        if npu_model.exists():  # the NPU program reads model.rknn next to it; the board has librknnrt
+            remote = f"{REMOTE_BUNDLE}/{program.name}"
+            return [
+                ["ssh", "-o", "BatchMode=yes", host, f"mkdir -p {REMOTE_BUNDLE}"],
+                ["scp", "-o", "BatchMode=yes", str(program), str(npu_model), f"{host}:{REMOTE_BUNDLE}/"],
+                ["ssh", "-o", "BatchMode=yes", host, _serve(remote, remote_port)],
+            ]
         bundle = (program.parent / "model.so").exists()  # a TVM runner needs its libraries next to it
         remote = f"{REMOTE_BUNDLE}/{program.name}" if bundle else REMOTE_PROGRAM
-        serve = (
-            f"pkill -f 'TCP-LISTEN:{remote_port},' ; chmod +x {remote} && "
-            f"nohup socat TCP-LISTEN:{remote_port},reuseaddr,nodelay,fork EXEC:{remote} "
-            ">/tmp/mfnc-device.log 2>&1 </dev/null &"
-        )
         copy = (
             ["scp", "-o", "BatchMode=yes", "-r", str(program.parent), f"{host}:{REMOTE_BUNDLE}"]
             if bundle
             else ["scp", "-o", "BatchMode=yes", str(program), f"{host}:{REMOTE_PROGRAM}"]
         )
-        return [copy, ["ssh", "-o", "BatchMode=yes", host, serve]]
+        return [copy, ["ssh", "-o", "BatchMode=yes", host, _serve(remote, remote_port)]]
     raise BadInput(f"{target.name}: flash method '{method}' cannot be automated ({target.flash.note})")
+
+
+def _serve(remote: str, remote_port: int) -> str:
+    """The board-side shell command that serves `remote` on a TCP port with socat."""
+    return (
+        f"pkill -f 'TCP-LISTEN:{remote_port},' ; chmod +x {remote} && "
+        f"nohup socat TCP-LISTEN:{remote_port},reuseaddr,nodelay,fork EXEC:{remote} "
+        ">/tmp/mfnc-device.log 2>&1 </dev/null &"
+    )
 
 
 def _run(cmd: list[str]) -> None:
@@ -92,6 +104,11 @@ def flash(opts: FlashOptions) -> dict:
     if artifact.program is None or not artifact.program.exists():
         raise BadInput(f"{folder}: the build has no device program for {target.name}")
     use_emulator = opts.emulate or (target.flash.method == "none" and target.emulation.kind != "none")
+    if use_emulator and artifact.report.get("backend") == "rknn":
+        raise BadInput(
+            f"{folder}: the NPU program runs only on a board with Rockchip's runtime; "
+            f"`mfnc hil --target {target.name} --emulate` checks the model in the rknn-toolkit2 simulator"
+        )
     if use_emulator:
         if opts.dry_run:
             cmd, _ = emulate.emulator_command(target, artifact.program, emulate.free_port(), folder / "emulator")

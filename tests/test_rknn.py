@@ -92,7 +92,7 @@ def test_hil_emulate_rebuilds_in_the_simulator_and_port_is_refused(capsys, tmp_p
     assert_one_line_error(err, "NPU (rknn) build", "--emulate")
     code, _, err = run_cli(capsys, "flash", "--target", "rk3568", "--build", out, "--dry-run")
     assert code == 2
-    assert_one_line_error(err, "NPU (rknn) build", "not available in this version yet")
+    assert_one_line_error(err, "NPU (rknn) build without its board program", "--rknn-sdk")
 
 
 def test_a_strict_gate_climbs_the_ladder_to_fp16(capsys, tmp_path, toolkit, tiny_onnx):
@@ -136,3 +136,99 @@ def test_quantized_model_files_are_refused_for_the_npu(capsys, tmp_path):
     )
     assert code == 2
     assert_one_line_error(err, "m.mfnq", "float model")
+
+
+FAKE_SDK = Path(__file__).resolve().parent / "fakes" / "rknn_sdk"
+
+
+@pytest.fixture(scope="module")
+def fake_sdk(tmp_path_factory) -> Path:
+    """Our stand-in for Rockchip's runtime: the API header and a fake librknnrt.so (aarch64)."""
+    import shutil
+    import subprocess
+
+    from tests.device_helpers import require_tools
+
+    require_tools("rk3399")  # aarch64 cross compiler and qemu-aarch64
+    sdk = tmp_path_factory.mktemp("sdk")
+    shutil.copytree(FAKE_SDK / "include", sdk / "include")
+    (sdk / "aarch64").mkdir()
+    flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-shared", "-fPIC", f"-I{sdk / 'include'}"]
+    library = sdk / "aarch64" / "librknnrt.so"
+    subprocess.run(
+        ["aarch64-linux-gnu-gcc", *flags, str(FAKE_SDK / "fake_rknnrt.c"), "-o", str(library)], check=True, timeout=120
+    )
+    return sdk
+
+
+def test_board_program_builds_with_an_sdk_and_serves_the_protocol(capsys, tmp_path, toolkit, tiny_onnx, fake_sdk):
+    import shutil
+    import struct
+
+    import numpy as np
+
+    from compiler.hil.link import DeviceLink
+    from compiler.hil.pipe import PipePort
+    from compiler.hil.session import run_inputs
+    from compiler.synthetic import synthetic_eval_set
+
+    out = tmp_path / "with-sdk"
+    code, report, err = _build(capsys, out, tiny_onnx, "rk3588", "--rknn-sdk", str(fake_sdk))
+    assert code == 0, err
+    assert report["rknn"]["board_program"]["built"] is True
+    program = Path(report["rknn"]["firmware"]["program"])
+    assert program == out / "rknn" / "mfn_rknn_runner" and program.is_file()
+    assert not (program.parent / "librknnrt.so").exists()  # the proprietary runtime is never bundled
+    # on the "board": the fake runtime next to the program, and a fake model of 8 outputs
+    shutil.copy2(fake_sdk / "aarch64" / "librknnrt.so", program.parent / "librknnrt.so")
+    (tmp_path / "fake.rknn").write_bytes(b"FAKERKNN" + struct.pack("<I", 8))
+    command = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu", str(program), str(tmp_path / "fake.rknn")]
+    pixels = synthetic_eval_set(2, seed=3)[0][:, :, :TINY_SIZE, :TINY_SIZE]
+    with DeviceLink("pipe:rknn", port=PipePort(command)) as link:
+        info = link.info()
+        assert (info["backend"], info["kernels"], info["output_dtype"], info["output_count"]) == (
+            "rknn",
+            "npu",
+            "float32",
+            "8",
+        )
+        assert info["target"] == "rk3588" and info["input_shape"] == f"{TINY_SIZE}x{TINY_SIZE}x3"
+        runs = run_inputs(link, pixels, warmup=0, timed=1)
+    hwc = pixels.transpose(0, 2, 3, 1).reshape(len(pixels), -1).astype(np.float64)
+    expected = np.stack([[row[k::8].mean() for k in range(8)] for row in hwc]).astype(np.float32)
+    np.testing.assert_array_equal(runs.outputs, expected)  # the frame reached the runtime as NHWC uint8
+
+    # flash: the program and model.rknn only (never the calibration inputs or a runtime)
+    code, stdout, err = run_cli(
+        capsys, "flash", "--target", "rk3588", "--build", out, "--host", "me@board", "--dry-run"
+    )
+    assert code == 0, err
+    copy = next(line for line in stdout.splitlines() if line.startswith("scp"))
+    assert copy.endswith("me@board:/tmp/mfnc-device-bundle/") and "model.rknn" in copy and "inputs" not in copy
+
+    # hil --port against the program served on a TCP port (qemu-aarch64 + socat stand in for the board)
+    from compiler.hil import emulate
+    from compiler.targets import load_target
+
+    (out / "rknn" / "model.rknn").write_bytes(b"FAKERKNN" + struct.pack("<I", 8))  # what the fake runtime loads
+    board = emulate.start(load_target("rk3588"), program, tmp_path / "board")
+    try:
+        code, stdout, err = run_cli(
+            capsys, "hil", "--target", "rk3588", "--port", board.url, "--build", out, "--synthetic", "2", "--json", "-"
+        )
+    finally:
+        board.stop()
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["backend"] == "rknn" and result["transport"] == "socket" and result["n_inputs"] == 2
+    assert result["bit_exact"] is None and result["device"]["kernels"] == "npu"
+    assert result["latency"]["unit"] == "instructions" and result["latency"]["median"] > 0
+    assert result["cosine_vs_float"] is not None  # computed (meaningless here: the fake runtime is no network)
+
+
+def test_an_sdk_without_the_runtime_is_refused(capsys, tmp_path, toolkit, tiny_onnx):
+    (tmp_path / "sdk" / "include").mkdir(parents=True)
+    (tmp_path / "sdk" / "include" / "rknn_api.h").write_text("/* header only */\n")
+    code, _, err = _build(capsys, tmp_path / "o", tiny_onnx, "rk3588", "--rknn-sdk", str(tmp_path / "sdk"))
+    assert code == 2
+    assert_one_line_error(err, "--rknn-sdk", "librknnrt.so for aarch64")

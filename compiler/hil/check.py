@@ -62,12 +62,12 @@ def load_artifact(folder: Path, target: Target, npu_ok: bool = False) -> Artifac
         raise BadInput(f"{report_path}: not valid JSON ({exc})") from None
     if report.get("target") != target.name:
         raise BadInput(f"{folder}: built for {report.get('target')}, not {target.name}")
-    if report.get("backend") == "rknn" and not npu_ok:
+    firmware = (report.get("c") or report.get("tvm") or report.get("rknn") or {}).get("firmware") or {}
+    if report.get("backend") == "rknn" and not npu_ok and not firmware.get("program"):
         raise BadInput(
-            f"{folder}: an NPU (rknn) build; flash and hil need its board program, not available in this "
-            f"version yet (build checked the model in the rknn-toolkit2 simulator: {folder / 'report.json'})"
+            f"{folder}: an NPU (rknn) build without its board program: rebuild with --rknn-sdk DIR (Rockchip's "
+            "runtime: rknn_api.h, librknnrt.so); the model itself was checked in the rknn-toolkit2 simulator"
         )
-    firmware = (report.get("c") or report.get("tvm") or {}).get("firmware") or {}
     program = folder / Path(firmware["program"]).relative_to(report["out"]) if firmware.get("program") else None
     return Artifact(folder, report, program)
 
@@ -152,15 +152,17 @@ def run_hil(opts: HilOptions, board_url: str | None = None) -> dict:
         raise BadInput("--repeat must be 1-64 and --warmup >= 0")
     artifact = load_artifact(opts.build or Path("build") / target.name, target, npu_ok=True)
     if artifact.report.get("backend") == "rknn":
-        if not opts.emulate:
-            raise BadInput(
-                f"{artifact.folder}: an NPU (rknn) build; hil --port needs its board program, not available in "
-                "this version yet (use --emulate for the rknn-toolkit2 simulator)"
-            )
-        from compiler.hil.npu_sim import run_simulated
+        from compiler.hil.npu_sim import run_on_board, run_simulated
 
         faces = _inputs(opts, *artifact.report["model"]["input_shape"][2:])
-        return run_simulated(target, artifact, faces, opts, _float_embeddings, _verification)
+        if opts.emulate:
+            return run_simulated(target, artifact, faces, opts, _float_embeddings, _verification)
+        if artifact.program is None:
+            raise BadInput(
+                f"{artifact.folder}: an NPU (rknn) build without its board program: rebuild with --rknn-sdk DIR, "
+                "or use --emulate for the rknn-toolkit2 simulator"
+            )
+        return run_on_board(target, artifact, faces, opts, _float_embeddings, _verification)
     qgraph = qformat.load(artifact.folder / "model.mfnq")
     _, _, height, width = qgraph.tensors[qgraph.input].shape
     faces = _inputs(opts, height, width)

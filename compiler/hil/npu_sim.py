@@ -1,4 +1,5 @@
-"""`hil --emulate` on an NPU (rknn) build: the rknn-toolkit2 simulator as the board.
+"""`hil` on an NPU (rknn) build: on the board (its program over the serial protocol),
+or with `--emulate` in the rknn-toolkit2 simulator.
 
 The simulator only runs in the process that built the model, so the model is rebuilt
 from the inputs the build recorded (`rknn/inputs/` and the conversion settings in
@@ -60,4 +61,72 @@ def run_simulated(target, artifact, faces, opts, float_embeddings: Callable, ver
         "inputs": faces.source,
         "seconds": time.monotonic() - started,
         "verification": verification(outputs.astype(np.float64), faces, opts),
+    }
+
+
+def run_on_board(target, artifact, faces, opts, float_embeddings: Callable, verification: Callable) -> dict:
+    """The board program over the protocol: float32 embeddings, compared with the float model."""
+    from compiler.hil.link import DeviceLink
+    from compiler.hil.session import check_identity, run_inputs
+
+    started = time.monotonic()
+    report = artifact.report
+    n = len(faces.pixels)
+    url = opts.port
+    baud = opts.baud or (target.serial.baud if target.serial else 115200)
+    with DeviceLink(url, baud=baud) as link:
+        info = link.info()
+        check_identity(info, {"model": artifact.model_hash, "target": target.name}, url)
+        with ui.progress(f"running on {target.name}'s NPU") as advance:
+            done = [0]
+
+            def tick() -> None:
+                done[0] += 1
+                advance(done[0], n)
+
+            runs = run_inputs(
+                link,
+                faces.pixels,
+                warmup=opts.warmup,
+                timed=opts.repeat,
+                per_layer=False,
+                run_timeout_s=opts.run_timeout_s,
+                advance=tick,
+                info=info,
+            )
+        link_stats = {
+            "bytes_per_s": runs.upload_bytes / runs.upload_seconds if runs.upload_seconds else None,
+            "retries": link.retries_used,
+            "device_resets": link.resets_seen,
+            "damaged_frames": link.reader.bad_frames,
+        }
+    with ui.step("float reference"):
+        floats = float_embeddings(report, {"sha256": report["model"]["sha256"]}, faces.pixels)
+    outputs = runs.outputs.astype(np.float64)
+    cosines = row_cosines(outputs, floats) if floats is not None else None
+    elapsed = np.asarray(runs.elapsed, dtype=np.float64)
+    unit = info.get("counter", "none")
+    return {
+        "target": target.name,
+        "backend": "rknn",
+        "transport": url.split("://")[0] if "://" in url else "serial",
+        "url": url,
+        "emulated": False,
+        "n_inputs": n,
+        "bit_exact": None,
+        "mismatched_inputs": [],
+        "cosine_vs_float": None
+        if cosines is None
+        else {"mean": float(np.mean(cosines)), "min": float(np.min(cosines))},
+        "latency": {
+            "unit": unit if elapsed.size else "none",
+            "median": float(np.median(elapsed)) if elapsed.size else None,
+            "p90": float(np.percentile(elapsed, 90)) if elapsed.size else None,
+            "n": int(elapsed.size),
+        },
+        "link": link_stats,
+        "device": info,
+        "inputs": faces.source,
+        "seconds": time.monotonic() - started,
+        "verification": verification(outputs, faces, opts),
     }

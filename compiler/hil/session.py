@@ -60,7 +60,7 @@ def run_inputs(
     slowest = 0.0
     info = info or link.info()
     count = int(info.get("output_count", "0"))
-    dtype = np.int16 if info.get("output_dtype") == "int16" else np.int8
+    dtype = {"int16": np.int16, "float32": np.float32}.get(info.get("output_dtype", ""), np.int8)
     expected_bytes = int(info.get("input_bytes", "0"))
     runs = DeviceRuns(info, np.zeros((len(pixels), count), dtype=dtype))
     for i, image in enumerate(pixels):
