@@ -232,3 +232,23 @@ def test_an_sdk_without_the_runtime_is_refused(capsys, tmp_path, toolkit, tiny_o
     code, _, err = _build(capsys, tmp_path / "o", tiny_onnx, "rk3588", "--rknn-sdk", str(tmp_path / "sdk"))
     assert code == 2
     assert_one_line_error(err, "--rknn-sdk", "librknnrt.so for aarch64")
+
+
+def test_nhwc_models_get_an_nchw_front_for_the_toolkit(capsys, tmp_path, toolkit):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from compiler.backends.rknn_backend import nchw_front
+    from tests.onnx_builders import decomposed_prelu_nhwc
+
+    nhwc = decomposed_prelu_nhwc(12)
+    front = nchw_front(nhwc)
+    x = np.random.default_rng(0).standard_normal((1, 12, 12, 3)).astype(np.float32)
+    run = lambda m, v: ort.InferenceSession(m.SerializeToString()).run(None, {m.graph.input[0].name: v})[0]  # noqa: E731
+    np.testing.assert_array_equal(run(front, x.transpose(0, 3, 1, 2).copy()), run(nhwc, x))
+    # and such a model builds and checks on the NPU
+    onnx.save(nhwc, tmp_path / "nhwc.onnx")
+    code, report, err = _build(capsys, tmp_path / "nhwc", tmp_path / "nhwc.onnx")
+    assert code == 0, err
+    assert report["model"]["source_layout"] == "NHWC" and report["quantization"]["mean_cosine"] > 0.99

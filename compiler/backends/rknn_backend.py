@@ -64,17 +64,42 @@ def ladder(platform: str) -> list[Step]:
     return steps
 
 
-def _input_facts(model_proto: onnx.ModelProto, source_layout: str) -> tuple[str, list[int]]:
+def _image_input(model_proto: onnx.ModelProto) -> onnx.ValueInfoProto:
     initializers = {i.name for i in model_proto.graph.initializer}
     inputs = [i for i in model_proto.graph.input if i.name not in initializers]
     if len(inputs) != 1:
         raise BadInput(f"the NPU backend takes a model with one image input, this one has {len(inputs)}")
-    dims = [d.dim_value or 1 for d in inputs[0].type.tensor_type.shape.dim]
-    if source_layout != "NCHW" or len(dims) != 4 or dims[1] != 3:
-        raise BadInput(
-            f"input '{inputs[0].name}' is {source_layout} {dims}: the NPU backend takes NCHW RGB/BGR models for now"
-        )
-    return inputs[0].name, [1, *dims[1:]]
+    return inputs[0]
+
+
+def nchw_front(model_proto: onnx.ModelProto) -> onnx.ModelProto:
+    """An NHWC model (Keras/TFLite through tf2onnx) with an NCHW input in front: a new
+    input `<name>_nchw` and a Transpose to the old one. The toolkit then sees the same
+    layout as for every other model, and applies mean/std per channel as usual."""
+    from onnx import helper
+
+    old = _image_input(model_proto)
+    dims = [d.dim_value or 1 for d in old.type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[3] != 3:
+        raise BadInput(f"input '{old.name}' has shape {dims}: expected NHWC with 3 channels")
+    model = onnx.ModelProto()
+    model.CopyFrom(model_proto)
+    graph = model.graph
+    new_name = f"{old.name}_nchw"
+    new = helper.make_tensor_value_info(new_name, old.type.tensor_type.elem_type, [1, 3, dims[1], dims[2]])
+    graph.input.remove(next(i for i in graph.input if i.name == old.name))
+    graph.input.insert(0, new)
+    graph.node.insert(0, helper.make_node("Transpose", [new_name], [old.name], perm=[0, 2, 3, 1]))
+    onnx.checker.check_model(model)
+    return model
+
+
+def _input_facts(model_proto: onnx.ModelProto) -> tuple[str, list[int]]:
+    image = _image_input(model_proto)
+    dims = [d.dim_value or 1 for d in image.type.tensor_type.shape.dim]
+    if len(dims) != 4 or dims[1] != 3:
+        raise BadInput(f"input '{image.name}' has shape {dims}: the NPU backend takes NCHW (or NHWC) RGB/BGR models")
+    return image.name, [1, *dims[1:]]
 
 
 def run_worker(python: Path, request: dict, workdir: Path, what: str) -> dict:
@@ -194,7 +219,8 @@ def compile_rknn(model, lowered, pre: Preprocess, target, out: Path, opts: Quant
     from compiler.backends.rknn_env import TOOLKIT_VERSION, toolkit_python
 
     platform = target.npu.platform
-    input_name, input_shape = _input_facts(model.reference, lowered.meta.get("source_layout", "NCHW"))
+    source = model.reference if lowered.meta.get("source_layout", "NCHW") == "NCHW" else nchw_front(model.reference)
+    input_name, input_shape = _input_facts(source)
     _, _, h, w = input_shape
     calib, held = datasets(opts, h, w)
     order = pre.source_channel  # the model's channels, taken from RGB pixels
@@ -204,7 +230,7 @@ def compile_rknn(model, lowered, pre: Preprocess, target, out: Path, opts: Quant
     folder = out / "rknn"
     inputs = folder / "inputs"
     (inputs / "calib").mkdir(parents=True, exist_ok=True)
-    onnx.save(model.reference, inputs / "model.onnx")
+    onnx.save(source, inputs / "model.onnx")
     names = []
     for i, image in enumerate(calib.images):
         name = f"calib/{i:04d}.npy"
