@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 RNG = np.random.default_rng(1234)
+
+
+@contextlib.contextmanager
+def seeded(seed: int = 1234) -> Iterator[None]:
+    """Build with fresh weights from `seed`, whatever other tests drew before: a model
+    whose accuracy a test relies on must not depend on the order tests run in."""
+    global RNG
+    saved, RNG = RNG, np.random.default_rng(seed)
+    try:
+        yield
+    finally:
+        RNG = saved
 
 
 def _init(name: str, array: np.ndarray) -> onnx.TensorProto:

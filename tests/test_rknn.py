@@ -37,10 +37,11 @@ def toolkit():
 def tiny_onnx(tmp_path_factory) -> Path:
     import onnx
 
-    from tests.onnx_builders import conv_bn_prelu
+    from tests.onnx_builders import conv_bn_prelu, seeded
 
     path = tmp_path_factory.mktemp("rknn") / "tiny.onnx"
-    onnx.save(conv_bn_prelu(TINY_SIZE), path)
+    with seeded():
+        onnx.save(conv_bn_prelu(TINY_SIZE), path)
     return path
 
 

@@ -39,10 +39,11 @@ def tiny_model(tmp_path_factory) -> Path:
     import onnx
 
     from compiler.cli import main
-    from tests.onnx_builders import conv_bn_prelu
+    from tests.onnx_builders import conv_bn_prelu, seeded
 
     folder = tmp_path_factory.mktemp("tune-model")
-    onnx.save(conv_bn_prelu(TINY_SIZE), folder / "tiny.onnx")
+    with seeded():
+        onnx.save(conv_bn_prelu(TINY_SIZE), folder / "tiny.onnx")
     model = folder / "tiny.mfnq"
     argv = ["quantize", "--model", str(folder / "tiny.onnx"), "--synthetic", "8", "--eval-limit", "4"]
     assert main([*argv, "--algo", "minmax", "--out", str(model)]) == 0
