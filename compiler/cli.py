@@ -46,9 +46,14 @@ def _add_quantize_args(p: argparse.ArgumentParser) -> None:
 
 
 def _quantize_options(args: argparse.Namespace) -> QuantizeOptions:
+    from compiler.errors import BadInput
     from compiler.quantization import QuantizeOptions
 
     extra = {k: getattr(args, k) for k in ("gate_cosine", "gate_auc_drop") if hasattr(args, k)}
+    if "gate_cosine" in extra and not 0.0 < extra["gate_cosine"] <= 1.0:
+        raise BadInput(f"--gate-cosine {extra['gate_cosine']}: a cosine gate must be in (0, 1]")
+    if "gate_auc_drop" in extra and not 0.0 <= extra["gate_auc_drop"] < 1.0:
+        raise BadInput(f"--gate-auc-drop {extra['gate_auc_drop']}: an AUC drop must be in [0, 1)")
     return QuantizeOptions(
         args.algo,
         args.mode,

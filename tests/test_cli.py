@@ -246,3 +246,11 @@ def test_usage_errors_are_one_line_with_exit_2(capsys):
         main(["build", "--target", "x86_64", "--calib", "faces", "--synthetic", "5"])
     assert exc.value.code == 2
     assert_one_line_error(capsys.readouterr().err, "--synthetic", "--calib")
+
+
+@pytest.mark.parametrize("flag, value", [("--gate-cosine", "1.5"), ("--gate-cosine", "0"), ("--gate-auc-drop", "-0.1")])
+def test_gates_outside_their_range_are_refused(capsys, tmp_path, flag, value):
+    code, _, err = run_cli(capsys, "build", "--target", "x86_64", flag, value, "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert_one_line_error(err, flag, value)
+    assert not (tmp_path / "o").exists()
