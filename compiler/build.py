@@ -127,16 +127,7 @@ def _build_rknn(opts: BuildOptions, target, pre: Preprocess, out: Path) -> dict:
         "target": target.name,
         "backend": "rknn",
         "backend_reason": _backend_reason(opts.backend, "rknn", target, None),
-        "model": {
-            "name": model.name,
-            "path": str(model.path),
-            "format": model.source_format,
-            "sha256": model.sha256,
-            "params": summary["params"],
-            "macs": summary["macs"],
-            "input_shape": summary["input_shape"],
-            "source_layout": lowered.meta["source_layout"],
-        },
+        "model": _model_facts(model, summary),
         "preprocess": {**pre.as_dict(), "folded_into": "the RKNN model (mean/std)"},
         "passes": [r.as_dict() for r in records],
         "equivalence": {"metric": "max|a-b|/max|b| vs onnxruntime on the original model", "images": image_info},
@@ -250,27 +241,31 @@ def compile_tvm(qgraph: qformat.QGraph, target, out: Path, model_hash: str, imag
 def _quantize_float_model(opts: BuildOptions, pre: Preprocess) -> tuple[qformat.QGraph, dict]:
     """Ingest, lower, calibrate, quantize and measure a float model: the report's first part."""
     model, lowered, records, image_info = ingest_and_lower(opts.model, pre, opts.quant.calib)
-    graph = model.graph
     summary = summarize(lowered)
     qgraph, quant_info = quantize_and_measure(lowered, opts.quant)
     qgraph.meta = quantized_meta(model, pre, quant_info)
     return qgraph, {
-        "model": {
-            "name": model.name,
-            "path": str(model.path),
-            "format": model.source_format,
-            "sha256": model.sha256,
-            "params": summary["params"],
-            "macs": summary["macs"],
-            "input_shape": summary["input_shape"],
-            "source_layout": graph.meta["source_layout"],
-        },
+        "model": _model_facts(model, summary),
         "preprocess": {**pre.as_dict(), "folded_into": lowered.meta.get("preprocess_folded_into")},
         "passes": [r.as_dict() for r in records],
         "equivalence": {"metric": "max|a-b|/max|b| vs onnxruntime on the original model", "images": image_info},
         "quantization": quant_info,
         "stages": ["ingest", "passes", "float_equivalence", "calibration", "quantization", "int8_accuracy"],
         "notes": model.notes,
+    }
+
+
+def _model_facts(model, summary: dict) -> dict:
+    """The report's `model` section for a float model (any backend)."""
+    return {
+        "name": model.name,
+        "path": str(model.path),
+        "format": model.source_format,
+        "sha256": model.sha256,
+        "params": summary["params"],
+        "macs": summary["macs"],
+        "input_shape": summary["input_shape"],
+        "source_layout": model.graph.meta["source_layout"],
     }
 
 
