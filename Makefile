@@ -12,7 +12,7 @@ DEBIAN_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi gcc-aarch64-linux-g
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test check-full bench lint setup system-packages clean
+.PHONY: demo test check-full bench bench-quick bench-focused lint setup system-packages clean
 
 # The shipped model -> int8 -> firmware for the emulated Cortex-M55 board -> HIL check on it.
 DEMO_TARGET ?= mps3-an547
@@ -31,8 +31,18 @@ check-full: setup
 	$(PY) -m bench.check_hil --limit 20 --json build/check-hil.json
 	$(PY) -m bench.check_rknn --json build/check-rknn.json
 
-# Speed comparisons quoted in docs/ (tens of minutes; run on an otherwise idle machine).
+# Ours against the peers (~45 min; run on an otherwise idle machine): writes
+# bench/results/<date>-<host>.json and regenerates docs/benchmarks.md with its plots.
 bench: setup
+	$(PY) -m bench.run
+
+# The same sections in under 5 minutes (default model, short timings, no TVM/rknn):
+# bench/results/<date>-<host>-quick.json and build/bench-quick/benchmarks.md.
+bench-quick: setup
+	$(PY) -m bench.run --quick
+
+# The older focused comparisons quoted in docs/tvm.md and docs/kernels.md.
+bench-focused: setup
 	$(PY) -m bench.tvm_speed --json build/bench-tvm-speed.json
 	$(PY) -m bench.kernel_speed --json build/bench-kernel-speed.json
 
@@ -50,10 +60,13 @@ system-packages:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+# pnnx (ONNX -> ncnn, for the benchmark) declares torch, but its converter is a standalone
+# binary that needs no torch: installed without dependencies.
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps pnnx==20261020
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 

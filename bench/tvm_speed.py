@@ -47,7 +47,8 @@ from compiler.quantization import QuantizeOptions
 CALIB = QuantizeOptions(algo="minmax", synthetic=32, eval_limit=8)
 
 
-def _tvm_engines(qgraph, float_graph, database_dir: Path) -> dict[str, Callable]:
+def tvm_calls(qgraph, float_graph, database_dir: Path | None) -> dict[str, Callable]:
+    """Zero-argument inference calls of our TVM modules (no tuned one without a database)."""
     from compiler.backends.c_host import golden_as_device
     from compiler.backends.tuning_db import MODULE_EQUALITY
     from compiler.backends.tvm_compile import build, scheduled_kernels, x86_target
@@ -57,24 +58,27 @@ def _tvm_engines(qgraph, float_graph, database_dir: Path) -> dict[str, Callable]
 
     target = x86_target(1)
     images = synthetic_eval_set(2, seed=11)[0]
-    tuned = build(build_relax_int(qgraph), target, database_dir=database_dir, module_equality=MODULE_EQUALITY)
-    untuned = build(build_relax_int(qgraph), target)
+    builds = {"untuned": build(build_relax_int(qgraph), target)}
+    if database_dir is not None:
+        builds["tuned"] = build(
+            build_relax_int(qgraph), target, database_dir=database_dir, module_equality=MODULE_EQUALITY
+        )
+        kernels = scheduled_kernels(builds["tuned"].fused)
+        ui.info(f"tuned build: {kernels['scheduled']} of {kernels['total']} kernels scheduled")
+    else:
+        kernels = {"scheduled": 0, "total": scheduled_kernels(builds["untuned"].fused)["total"]}
     floating = build(build_relax_float(float_graph), target)
-    kernels = scheduled_kernels(tuned.fused)
-    ui.info(f"tuned build: {kernels['scheduled']} of {kernels['total']} kernels scheduled ({tuned.seconds:.1f} s)")
-    runners = {name: VmRunner(c.executable) for name, c in (("tuned", tuned), ("untuned", untuned))}
+    runners = {name: VmRunner(c.executable) for name, c in builds.items()}
     golden = golden_as_device(qgraph, images)
     for name, runner in runners.items():
         if not np.array_equal(runner.run(images), golden):
             raise SystemExit(f"error: TVM int8 {name} is not bit-exact with the golden simulator")
     hwc = np.ascontiguousarray(images[0].transpose(1, 2, 0))
     float_runner = VmRunner(floating.executable)
-    return {
-        "tvm int8 tuned": lambda: runners["tuned"].run_one(hwc),
-        "tvm int8 untuned": lambda: runners["untuned"].run_one(hwc),
-        "tvm float32 untuned": lambda: float_runner.run_one(hwc),
-        "_kernels": kernels,  # type: ignore[dict-item]
-    }
+    calls: dict = {f"tvm int8 {name}": (lambda r=runner: r.run_one(hwc)) for name, runner in runners.items()}
+    calls["tvm float32 untuned"] = lambda: float_runner.run_one(hwc)
+    calls["_kernels"] = kernels
+    return calls
 
 
 def _onnxruntime_engine(onnx_path: Path) -> Callable:
@@ -206,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     _, lowered, _, _ = ingest_and_lower(args.model, pre, None)
     _, _, h, w = qgraph.tensors[qgraph.input].shape
 
-    engines = _tvm_engines(qgraph, lowered, Path(tuned["database"]["path"]))
+    engines = tvm_calls(qgraph, lowered, Path(tuned["database"]["path"]))
     kernels = engines.pop("_kernels")
     engines["onnxruntime fp32"] = _onnxruntime_engine(family_onnx(args.model))
     engines.update(_litert_engines(args.model, (h, w)))
