@@ -4,13 +4,14 @@ Every quantized model is compared with the same float reference (our lowered flo
 graph, equal to onnxruntime on the source model within 1e-5) on the same held-out
 faces: mean and minimum cosine per image, and the verification AUC drop when the faces
 have identities. Quantizers:
-- ours: each range algorithm (`--algo`) in the fused and tflite modes, with the int16
-  fallback `build` applies when the gate fails (recorded per row);
+- ours: each range algorithm (`--algo`) in the fused mode, and the tflite mode with
+  the default algorithm, each with the int16 fallback `build` applies when the gate
+  fails (recorded per row);
 - onnxruntime `quantize_static` (QDQ, per-channel int8 weights, its default MinMax
   calibration) on the same calibration faces;
-- TensorFlow's own int8 converter (full integer, per-channel), which needs the Keras
-  model: it runs on the `mobilefacenet` family model (same architecture as the
-  default model; weights seeded, not trained), next to ours on that same model;
+- TensorFlow's own int8 converter (full integer, per-channel), which needs a Keras
+  model: the default model rebuilt in Keras with its own weights
+  (`bench/keras_weights.py`); the foamliu model has no Keras definition;
 - rknn-toolkit2 (rk3588, int8 normal quantization) through `build --target rk3588`.
 """
 
@@ -19,11 +20,13 @@ from __future__ import annotations
 import numpy as np
 
 from bench.artifacts import Artifacts
-from bench.common import BenchModel
 from compiler import ui
 
 ALGOS = ("minmax", "percentile", "kl", "mse")
-MODES = ("fused", "tflite")
+# Every range algorithm in the fused mode (what `build` runs), and the tflite mode (the
+# one whose integers LiteRT and TFLite Micro reproduce) with the default algorithm.
+FULL_RUNS = (*((a, "fused") for a in ALGOS), ("mse", "tflite"))
+QUICK_RUNS = (("mse", "fused"),)
 
 
 def _row(quantizer: str, info: dict, **extra) -> dict:
@@ -40,13 +43,12 @@ def _row(quantizer: str, info: dict, **extra) -> dict:
     return row
 
 
-def ours(art: Artifacts, algos: tuple[str, ...], modes: tuple[str, ...]) -> list[dict]:
+def ours(art: Artifacts, runs: tuple[tuple[str, str], ...]) -> list[dict]:
     rows = []
-    for mode in modes:
-        for algo in algos:
-            _, info = art.quantized(algo, mode)
-            int16 = info.get("int16", {}).get("tensors", [])
-            rows.append(_row(f"ours: {algo}, {mode}", info, int16_tensors=len(int16)))
+    for algo, mode in runs:
+        _, info = art.quantized(algo, mode)
+        int16 = info.get("int16", {}).get("tensors", [])
+        rows.append(_row(f"ours: {algo}, {mode}", info, int16_tensors=len(int16)))
     return rows
 
 
@@ -87,31 +89,28 @@ def rknn(art: Artifacts, chip: str = "rk3588") -> dict:
     return _row(f"rknn-toolkit2 ({chip}, {q['step']})", q, build_seconds=round(seconds, 1))
 
 
-def tensorflow_converter(quick: bool, work) -> list[dict]:
-    """TF's int8 converter vs ours on the Keras family model (the only one TF can convert)."""
+def tensorflow_converter(art: Artifacts) -> dict:
+    """TensorFlow's full-integer converter on the default model rebuilt in Keras (bench/keras_weights.py)."""
     import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
 
-    from compiler.family import build_keras_model
+    from bench import keras_weights
     from compiler.family.mobilefacenet import import_keras
     from compiler.quantization import compare_embeddings
 
-    family = BenchModel("mobilefacenet (Keras family)", "mobilefacenet", "paper", work / "unused.onnx")
-    art = Artifacts(family, work, quick)
-    calib, held = art.datasets()
-    reference, _ = _reference(art)
+    reference, held = _reference(art)
+    calib = art.datasets()[0]
     keras = import_keras()
-    inner = build_keras_model("mobilefacenet")
-    pixels = keras.Input((112, 112, 3), batch_size=1)
-    saved = work / "keras-family-savedmodel"
+    inner = keras_weights.load(art.model.onnx)
+    pixels = keras.Input((112, 112, 3), batch_size=1)  # TFLite wants a fixed batch of 1
+    saved = art.work / f"{art.model.name}-keras-savedmodel"
     keras.Model(pixels, inner(pixels)).export(str(saved), verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([art.normalized(calib[i : i + 1], "NHWC")] for i in range(len(calib)))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    with ui.step(f"TensorFlow int8 converter on {len(calib)} faces"):
+    with ui.step(f"{art.model.name}: TensorFlow int8 converter on {len(calib)} faces"):
         data = converter.convert()
-    from ai_edge_litert.interpreter import Interpreter
-
     interpreter = Interpreter(model_content=data, num_threads=1)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
@@ -120,26 +119,20 @@ def tensorflow_converter(quick: bool, work) -> list[dict]:
         interpreter.set_tensor(inp["index"], art.normalized(held.images[i : i + 1], "NHWC"))
         interpreter.invoke()
         rows.append(interpreter.get_tensor(out["index"]).reshape(1, -1).astype(np.float64))
-    tf_info = compare_embeddings(reference, np.concatenate(rows), held)
-    _, ours_info = art.quantized("mse", "fused")
-    return [
-        _row("TensorFlow int8 converter", tf_info),
-        _row("ours: mse, fused", ours_info, int16_tensors=len(ours_info.get("int16", {}).get("tensors", []))),
-    ]
+    return _row("TensorFlow int8 converter", compare_embeddings(reference, np.concatenate(rows), held))
 
 
 def run(arts: list[Artifacts], quick: bool, with_rknn: bool, with_tensorflow: bool) -> dict:
-    algos, modes = (("mse",), ("fused",)) if quick else (ALGOS, MODES)
     out: dict = {}
     for art in arts:
-        rows = ours(art, algos, modes)
+        rows = ours(art, QUICK_RUNS if quick else FULL_RUNS)
         rows.append(onnxruntime_static(art))
         if with_rknn:
             try:
                 rows.append(rknn(art))
             except Exception as exc:  # the toolkit's own failures must not cost the other sections
                 rows.append({"quantizer": "rknn-toolkit2 (rk3588)", "error": str(exc).splitlines()[0]})
+        if with_tensorflow and art.model.name == "default":  # the only one with a Keras definition
+            rows.append(tensorflow_converter(art))
         out[art.model.name] = {"source": art.datasets()[1].source, "rows": rows}
-    if with_tensorflow:
-        out["mobilefacenet (Keras family)"] = {"source": "as above", "rows": tensorflow_converter(quick, arts[0].work)}
     return out

@@ -75,6 +75,11 @@ def _normalised(np):
     return (_pixels(np) - 127.5) / 128.0
 
 
+def _float_input(files: dict, np):
+    """files["input_kind"] == "pixels" for models with the preprocessing folded in."""
+    return _pixels(np) if files.get("input_kind") == "pixels" else _normalised(np)
+
+
 def _onnxruntime(files: dict, np):
     import onnxruntime as ort
 
@@ -85,7 +90,7 @@ def _onnxruntime(files: dict, np):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(files["model"], options, providers=["CPUExecutionProvider"])
     spec = session.get_inputs()[0]
-    image = _normalised(np)
+    image = _float_input(files, np)
     if len(spec.shape) == 4 and spec.shape[1] == 3:
         image = image.transpose(2, 0, 1)
     feed = {spec.name: np.ascontiguousarray(image[None])}
@@ -104,11 +109,11 @@ def _litert(files: dict, np):
     interpreter.allocate_tensors()
     spec = interpreter.get_input_details()[0]
     out_spec = interpreter.get_output_details()[0]
-    image = _normalised(np)
+    image = _float_input(files, np)
     if spec["dtype"] in (np.int8, np.uint8):
         scale, zero = spec["quantization"]
         info = np.iinfo(spec["dtype"])
-        if scale * (info.max - zero) > 2.0:  # real range covers pixels (our exporter: 1.0, -128)
+        if "input_kind" not in files and scale * (info.max - zero) > 2.0:  # covers pixels (ours: 1.0, -128)
             image = _pixels(np)
         image = np.clip(np.round(image / scale) + zero, info.min, info.max)
     if spec["shape"][-1] != 3:
@@ -150,7 +155,7 @@ def _ncnn(files: dict, np):
     if not in_name or not out_name:
         names = net.input_names(), net.output_names()
         in_name, out_name = in_name or names[0][0], out_name or names[1][-1]
-    image = ncnn.Mat(np.ascontiguousarray(_normalised(np).transpose(2, 0, 1))).clone()
+    image = ncnn.Mat(np.ascontiguousarray(_float_input(files, np).transpose(2, 0, 1))).clone()
     result = {}
 
     def infer() -> None:

@@ -230,12 +230,17 @@ def count_instructions(
     """Guest instructions of ONE inference of `engine` under qemu-aarch64 -cpu cortex-a72.
 
     model_files: onnxruntime and litert {"model": path}; ncnn {"param", "bin"} (and
-    optionally the blob names "input", "output"). Returns {"engine", "instructions",
+    optionally the blob names "input", "output"). The input is a fixed pseudo-face:
+    normalised ((x - 127.5) / 128) for float inputs unless "input_kind": "pixels" (models
+    with the preprocessing folded in, like our .tflite exports); an int8 input whose
+    quantization covers 0..255 gets pixels. Returns {"engine", "instructions",
     "seconds" (host wall time of the whole emulated run), ...the guest's details}.
     """
     files = _model_files(engine, model_files)
-    if shutil.which("qemu-aarch64") is None:
+    qemu = shutil.which("qemu-aarch64")
+    if qemu is None:
         raise ExternalFailure("qemu-aarch64: not installed (run `make setup`)")
+    arm64_python.ensure(cache)  # no-op once set up
     site = peer_wheels_site(cache)
     dist = ENGINES[engine][0]
     skipped = json.loads((home(cache) / STAMP).read_text())["skipped"]
@@ -258,7 +263,7 @@ def count_instructions(
     }
     with tempfile.TemporaryDirectory(prefix="mfn-arm-peer-") as tmp:
         cmd = icount.qemu_user_command(
-            python, plugin, Path(tmp) / "count.bin", cpu=CPU, sysroot=str(root), args=(str(GUEST), spec)
+            python, plugin, Path(tmp) / "count.bin", CPU, str(root), (str(GUEST), spec), qemu=qemu
         )
         with ui.step(f"{engine}: one inference counted under qemu-aarch64 -cpu {CPU}"):
             start = time.monotonic()
@@ -300,7 +305,7 @@ def count_all(art, cache: Path | None = None, timeout: float = DEFAULT_TIMEOUT_S
     """
     variants = (  # label, engine, model files (made lazily: each may fail on its own)
         ("LiteRT int8 (XNNPACK), our .tflite", "litert", lambda: {"model": art.int8_tflite()}),
-        ("LiteRT fp32 (XNNPACK), our .tflite", "litert", lambda: {"model": art.float_tflite()}),
+        ("LiteRT fp32 (XNNPACK), our .tflite", "litert", lambda: {"model": art.float_tflite(), "input_kind": "pixels"}),
         ("onnxruntime fp32", "onnxruntime", lambda: {"model": art.model.onnx}),
         ("onnxruntime int8 (its QDQ)", "onnxruntime", lambda: {"model": art.ort_qdq()}),
         ("ncnn fp32 (pnnx)", "ncnn", lambda: _ncnn_model(art.model.onnx, art.work / "ncnn")),

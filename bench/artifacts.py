@@ -10,6 +10,7 @@ calibrate, the rest held out, as `build --calib` splits them), else synthetic on
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +27,7 @@ class Artifacts:
     work: Path
     quick: bool
     _cache: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)  # wall time of the costly steps, for the compile-cost table
 
     # --- inputs ---------------------------------------------------------------------
     def quant_options(self, algo: str = "mse", mode: str = "fused"):
@@ -84,10 +86,29 @@ class Artifacts:
 
         def make():
             _, graph, _ = self.lowered()
+            start = time.monotonic()
             with ui.step(f"{self.model.name}: quantizing ({algo}, {mode})"):
-                return quantize_and_measure(graph, self.quant_options(algo, mode))
+                qgraph, info = quantize_and_measure(graph, self.quant_options(algo, mode))
+            self.seconds[("quantize", algo, mode)] = time.monotonic() - start
+            return qgraph, info
 
         return self._memo(("q", algo, mode), make)
+
+    def mfnq(self) -> Path:
+        """The default int8 model (mse, fused) as `mfnc quantize` writes it: every CPU/MCU
+        build below starts from it, as a user quantizing once for several boards would."""
+        from calibration import qgraph as qformat
+        from compiler.quantization import quantized_meta
+
+        def make():
+            loaded, _, pre = self.lowered()
+            qgraph, info = self.quantized()
+            qgraph.meta = quantized_meta(loaded, pre, info)
+            path = self.work / f"{self.model.name}.mfnq"
+            qformat.save(qgraph, path)
+            return path
+
+        return self._memo("mfnq", make)
 
     def float_tflite(self) -> Path:
         from calibration.tflite_float_export import export_float_tflite
@@ -123,15 +144,19 @@ class Artifacts:
         return self._memo("c_program", make)
 
     def build(self, target: str, backend: str = "auto") -> tuple[dict, float]:
-        """(report, wall seconds) of `mfnc build` for a target, once per run."""
+        """(report, wall seconds) of `mfnc build` for a target, once per run.
+
+        CPU and MCU targets build from the saved int8 model (`mfnq`); NPU targets from
+        the float model, since rknn-toolkit2 quantizes it itself."""
         from compiler.build import BuildOptions, build
+        from compiler.targets import load_target
 
         def make():
-            out = self.work / f"{self.model.name}-build-{target}"
+            npu = load_target(target).npu_usable and backend in ("auto", "rknn")
+            spec = self.model.spec if npu else str(self.mfnq())
+            out = self.work / f"{self.model.name}-build-{target}-{backend}"
             start = time.monotonic()
-            report = build(
-                BuildOptions(target, self.model.spec, backend, self.model.preprocess, out, self.quant_options())
-            )
+            report = build(BuildOptions(target, spec, backend, self.model.preprocess, out, self.quant_options()))
             return report, time.monotonic() - start
 
         return self._memo(("build", target, backend), make)
@@ -157,6 +182,8 @@ class Artifacts:
 
             source = self.source_onnx()
             out = self.work / f"{self.model.name}-ort-qdq.onnx"
+            quiet = logging.getLogger().level
+            logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process goes to the root logger
             with ui.step(f"{self.model.name}: onnxruntime quantize_static on {len(feeds)} faces"):
                 quantize_static(
                     str(source),
@@ -167,6 +194,7 @@ class Artifacts:
                     activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8,
                 )
+            logging.getLogger().setLevel(quiet)
             return out
 
         return self._memo("ort_qdq", make)

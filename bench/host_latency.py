@@ -120,25 +120,19 @@ def peer_engines(art: Artifacts, threads: int, skipped: dict[str, str]) -> dict[
 
 
 def tvm_engines(art: Artifacts, trials: int) -> tuple[dict[str, Engine], dict]:
-    """Our TVM modules; tuning (cached per model) runs first when trials > 0."""
+    """Our TVM modules for the saved int8 model; tuning (cached per model) runs first when trials > 0."""
     from bench.tvm_speed import tvm_calls
-    from compiler.build import BuildOptions, model_hash, quantized_model
     from compiler.tune_cmd import TuneOptions, tune_model
 
     os.environ.setdefault("TVM_NUM_THREADS", "1")
     info: dict = {"trials": 0}
     database = None
     if trials > 0:
-        options = TuneOptions("x86_64", art.model.spec, art.model.preprocess, quant=art.quant_options(), trials=trials)
-        tuned = tune_model(options)
+        tuned = tune_model(TuneOptions("x86_64", str(art.mfnq()), art.model.preprocess, trials=trials))
         database = Path(tuned["database"]["path"])
         info = {"trials": tuned["database"]["trials"], "tuning_seconds_this_run": round(tuned["seconds"], 1)}
-    _, lowered, pre = art.lowered()
-    options = BuildOptions("x86_64", art.model.spec, "tvm", art.model.preprocess, quant=art.quant_options())
-    qgraph, front = quantized_model(options, pre)
-    calls = tvm_calls(qgraph, lowered, database)
+    calls = tvm_calls(art.quantized()[0], art.lowered()[1], database)
     info["kernels"] = calls.pop("_kernels")
-    info["model_sha256"] = model_hash(front)
     return {f"ours: {name.replace('tvm', 'TVM')}": timed(call) for name, call in calls.items()}, info
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench.artifacts import Artifacts
 from compiler import ui
+from compiler.summary import summarize
 
 A72_INT8_MACS_PER_CYCLE = 8  # SMLAL, no dot product on the A72 (DESIGN section 6)
 A72_FP32_FMAS_PER_CYCLE = 4
@@ -66,7 +67,7 @@ def run(arts: list[Artifacts], quick: bool, with_peers: bool) -> dict:
     out: dict = {}
     images = 1 if quick else 2
     for art in arts:
-        macs = art.build("x86_64", "c")[0]["model"]["macs"]
+        macs = summarize(art.lowered()[1])["macs"]
         a72: dict = {"c_neon": ours_c(art, "rk3399", images)}
         if not quick:
             try:

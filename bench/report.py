@@ -93,7 +93,10 @@ def _host(section: dict, plots: Path, rel: str) -> list[str]:
                 f"{model}, {threads} thread(s): ms per inference (median, IQR)",
                 [n for n, _ in shown],
                 [r["median"] for _, r in shown],
-                [[r["median"] - r["q1"] for _, r in shown], [r["q3"] - r["median"] for _, r in shown]],
+                [
+                    [max(0.0, r["median"] - r["q1"]) for _, r in shown],
+                    [max(0.0, r["q3"] - r["median"]) for _, r in shown],
+                ],
                 "ms",
             )
             lines += [f"![{model} {threads} thread(s)]({rel}/{png.name})", ""]
@@ -121,7 +124,8 @@ def _instructions(section: dict, plots: Path, rel: str) -> list[str]:
             rows.append(("ours: C runtime int8, portable kernels", c["portable"], ""))
         tvm = a72.get("tvm", {})
         if "instructions" in tvm:
-            rows.append((f"ours: TVM int8 ({'tuned' if tvm.get('tuned') else 'untuned'})", tvm["instructions"], ""))
+            note = "bit-exact" if tvm.get("bit_exact") else "MISMATCH"
+            rows.append((f"ours: TVM int8 ({'tuned' if tvm.get('tuned') else 'untuned'})", tvm["instructions"], note))
         for peer in a72.get("peers", {}).get("rows", []):
             rows.append((peer["engine"], peer.get("instructions"), peer.get("error", "")))
         bound = a72["cycle_lower_bound"]
@@ -273,7 +277,9 @@ def _compile(section: dict) -> list[str]:
             if "error" in r:
                 rows.append([model, r["target"], r["backend"], "-", r["error"]])
             else:
-                note = "" if r.get("tuned") is None else ("tuned database applied" if r["tuned"] else "no database")
+                note = r.get("note") or (
+                    "" if r.get("tuned") is None else ("tuned database applied" if r["tuned"] else "no database")
+                )
                 rows.append([model, r["target"], r["backend"], f"{r['seconds']:.1f}", note])
     return lines + _table(["model", "target", "backend", "seconds", "note"], rows)
 
@@ -288,10 +294,79 @@ def _machine(results: dict) -> list[str]:
         f"{', '.join(m['vector_flags']) or 'none listed'}; Linux {m['kernel']}; Python {m['python']}.",
         f"- Load average before / after: {m['load_average']} / {m.get('load_average_after', '-')}.",
         f"- {versions}.",
-        f"- Run: `{results['command']}` on {results['date']}, {results['seconds'] / 60:.1f} min; "
+        f"- Run: `{results['command']}` on {results['date']}, {results['seconds'] / 60:.1f} min "
+        f"({', '.join(f'{k} {v / 60:.1f}' for k, v in results.get('section_seconds', {}).items())}); "
         f"settings {results['settings']}.",
         "",
     ]
+
+
+def verdicts(sections: dict) -> tuple[list[str], list[str]]:
+    """Plain statements of where we are behind and ahead of the best peer, from the numbers."""
+    behind, ahead = [], []
+    for model, data in sections.get("host", {}).items():
+        for threads in (1, 2):
+            rows = (data.get(f"threads_{threads}") or {}).get("rows", {})
+            ours = {n: r["median"] for n, r in rows.items() if n.startswith("ours")}
+            peers = {n: r["median"] for n, r in rows.items() if not n.startswith("ours")}
+            if not ours or not peers:
+                continue
+            o, p = min(ours, key=ours.__getitem__), min(peers, key=peers.__getitem__)
+            ours = {n.removeprefix("ours: "): v for n, v in ours.items()}
+            o = o.removeprefix("ours: ")
+            where = f"{model}, host latency, {threads} thread{'s' if threads > 1 else ''}"
+            if peers[p] < ours[o]:
+                behind.append(
+                    f"{where}: {p} {peers[p]:.2f} ms is {ours[o] / peers[p]:.2f}x faster "
+                    f"than our best ({o}, {ours[o]:.2f} ms)."
+                )
+            else:
+                ahead.append(
+                    f"{where}: our {o} {ours[o]:.2f} ms is {peers[p] / ours[o]:.2f}x faster "
+                    f"than the best peer ({p}, {peers[p]:.2f} ms)."
+                )
+    for model, data in sections.get("instructions", {}).items():
+        a72 = data["cortex_a72"]
+        ours = {
+            "C runtime, NEON": a72.get("c_neon", {}).get("optimised"),
+            "TVM": a72.get("tvm", {}).get("instructions"),
+        }
+        ours = {n: v for n, v in ours.items() if v}
+        peers = {r["engine"]: r["instructions"] for r in a72.get("peers", {}).get("rows", []) if r.get("instructions")}
+        if ours and peers:
+            o, p = min(ours, key=ours.__getitem__), min(peers, key=peers.__getitem__)
+            where = f"{model}, Cortex-A72 instructions"
+            if peers[p] < ours[o]:
+                behind.append(
+                    f"{where}: {p} needs {ours[o] / peers[p]:.2f}x fewer instructions "
+                    f"than our {o} ({_m(peers[p])} vs {_m(ours[o])})."
+                )
+            else:
+                ahead.append(
+                    f"{where}: our {o} needs {peers[p] / ours[o]:.2f}x fewer instructions "
+                    f"than {p} ({_m(ours[o])} vs {_m(peers[p])})."
+                )
+    for model, data in sections.get("memory", {}).items():
+        ours, tflm = data["ours"]["arena_bytes"], data["tflite_micro"].get("arena_bytes")
+        if tflm:
+            (ahead if ours < tflm else behind).append(
+                f"{model}, Cortex-M arena: ours {_kib(ours)} vs TFLite Micro's minimum "
+                f"{_kib(tflm)} ({tflm / ours:.2f}x)."
+            )
+    for model, data in sections.get("accuracy", {}).items():
+        rows = [r for r in data["rows"] if "mean_cosine" in r]
+        ours = [r for r in rows if r["quantizer"].startswith("ours")]
+        peers = [r for r in rows if not r["quantizer"].startswith("ours")]
+        if ours and peers:
+            o, p = max(ours, key=lambda r: r["mean_cosine"]), max(peers, key=lambda r: r["mean_cosine"])
+            text = f"{model}, int8 accuracy: {{}} mean cosine {{:.4f}} vs {{}} {{:.4f}}."
+            if p["mean_cosine"] > o["mean_cosine"]:
+                behind.append(text.format(p["quantizer"], p["mean_cosine"], "our best", o["mean_cosine"]))
+            else:
+                ahead.append(
+                    text.format(f"our {o['quantizer'][6:]}", o["mean_cosine"], p["quantizer"], p["mean_cosine"])
+                )
+    return behind, ahead
 
 
 def render(results: dict, docs: Path, json_path: Path) -> str:
@@ -305,6 +380,11 @@ def render(results: dict, docs: Path, json_path: Path) -> str:
         source = json_path
     lines = [intro.rstrip(), "", f"Generated by `python -m bench.report {source}`: do not edit by hand.", ""]
     lines += _machine(results)
+    for name, why in results.get("failed_sections", {}).items():
+        lines += [f"**Section `{name}` failed in this run:** {why}", ""]
+    behind, ahead = verdicts(sections)
+    lines += ["## Where we are behind", ""] + ([f"- {v}" for v in behind] or ["- Nowhere in this run."]) + [""]
+    lines += ["## Where we are ahead", ""] + ([f"- {v}" for v in ahead] or ["- Nowhere in this run."]) + [""]
     if "host" in sections:
         lines += _host(sections["host"], plots, rel)
     if "instructions" in sections:

@@ -13,6 +13,10 @@ latency tables from a loaded machine mean nothing (the load average is recorded)
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, before any import of it
+
 import argparse
 import datetime as dt
 import json
@@ -50,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     quick = args.quick
     sections = args.sections or list(SECTIONS)
-    rounds = args.rounds or (2 if quick else 7)
-    runs = args.runs or (2 if quick else 5)
+    rounds = (2 if quick else 7) if args.rounds is None else args.rounds
+    runs = (2 if quick else 5) if args.runs is None else args.runs
     if rounds < 1 or runs < 1:
         print("error: --rounds and --runs must be at least 1", file=sys.stderr)
         return 2
@@ -91,11 +95,17 @@ def main(argv: list[str] | None = None) -> int:
             "instructions": lambda: instructions.run(arts, quick, with_peers=not quick),
         }
         for name in SECTIONS:
-            if name in sections:
-                t0 = time.monotonic()
-                ui.info(f"[bold]section: {name}[/bold]")
+            if name not in sections:
+                continue
+            t0 = time.monotonic()
+            ui.info(f"[bold]section: {name}[/bold]")
+            try:
                 results["sections"][name] = plan[name]()
-                results["sections"][name + "_seconds"] = round(time.monotonic() - t0, 1)
+            except Exception as exc:  # keep the other sections' numbers; the page names the failure
+                ui.warn(f"section {name} failed: {type(exc).__name__}: {exc}")
+                results.setdefault("failed_sections", {})[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            results.setdefault("section_seconds", {})[name] = round(time.monotonic() - t0, 1)
+            ui.write_atomic(json_path, json.dumps(results, indent=2) + "\n")  # partial results survive a crash
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -104,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ui.write_atomic(json_path, json.dumps(results, indent=2) + "\n")
     write_report(results, docs, json_path)
     ui.info(f"wrote {json_path} and {docs} ({results['seconds'] / 60:.1f} min)")
-    return 0
+    return 1 if results.get("failed_sections") else 0
 
 
 if __name__ == "__main__":
