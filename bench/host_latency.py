@@ -139,12 +139,14 @@ def tvm_engines(art: Artifacts, trials: int) -> tuple[dict[str, Engine], dict]:
 def run(arts: list[Artifacts], rounds: int, runs: int, tvm_trials: int | None) -> dict:
     """Per model: a 1-thread and a 2-thread table, each from one interleaved session."""
     out: dict = {}
+    cpus = os.sched_getaffinity(0)
     for art in arts:
         model: dict = {}
         c_engine, close = c_runtime_engine(art)
         try:
             tvm, tvm_info = ({}, None) if tvm_trials is None else tvm_engines(art, tvm_trials)
             for threads in (1, 2):
+                os.sched_setaffinity(0, cpus)  # whatever a library pinned, each table starts with every core
                 skipped: dict[str, str] = {}
                 engines = {"ours: C runtime int8 (1 thread)": c_engine}
                 if threads == 1:
@@ -152,7 +154,13 @@ def run(arts: list[Artifacts], rounds: int, runs: int, tvm_trials: int | None) -
                 engines.update(peer_engines(art, threads, skipped))
                 rows = interleave(engines, rounds, runs, title=f"{art.model.name}: {threads} thread(s), interleaved")
                 best = ratio_to_best(rows)
-                model[f"threads_{threads}"] = {"unit": "ms", "rows": rows, "best_peer": best, "skipped": skipped}
+                model[f"threads_{threads}"] = {
+                    "unit": "ms",
+                    "rows": rows,
+                    "best_peer": best,
+                    "skipped": skipped,
+                    "cpus_after": len(os.sched_getaffinity(0)),  # 1 here would mean a library pinned us mid-table
+                }
                 summary = ", ".join(f"{n} {r['median']:.2f}" for n, r in rows.items())
                 ui.info(f"{art.model.name} {threads} thread(s), ms: {summary}")
             if tvm_info is not None:

@@ -47,7 +47,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, help="results file (default bench/results/<date>-<host>[-quick].json)")
     p.add_argument("--docs", type=Path, help="markdown to regenerate (default docs/benchmarks.md; --quick: build/)")
     p.add_argument("--workdir", type=Path, help="keep intermediate models and builds here")
+    p.add_argument(
+        "--update",
+        type=Path,
+        metavar="RESULTS",
+        help="rerun --sections into an existing results file (kept as the results file; its settings are reused)",
+    )
     return p
+
+
+def _load_previous(path: Path, sections: list[str] | None) -> dict | None:
+    """The results file --update reruns sections into; None (after saying why) if unusable."""
+    if not sections:
+        print("error: --update needs --sections (which sections to rerun)", file=sys.stderr)
+        return None
+    try:
+        results = json.loads(path.read_text())
+        if not isinstance(results.get("sections"), dict):
+            raise KeyError("sections")
+    except (OSError, json.JSONDecodeError, KeyError, AttributeError) as exc:
+        print(f"error: --update {path}: not a results file of bench.run ({exc})", file=sys.stderr)
+        return None
+    for name in sections:
+        results.get("failed_sections", {}).pop(name, None)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,14 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     from bench.report import write_report
 
     started = time.monotonic()
-    results: dict = {
-        "date": stamp,
-        "quick": quick,
-        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": machine(),
-        "settings": {"rounds": rounds, "runs": runs, "tvm_trials": tvm_trials, "rknn": with_rknn},
-        "sections": {},
-    }
+    command = "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.update is not None:
+        previous = _load_previous(args.update, args.sections)
+        if previous is None:
+            return 2
+        results = previous
+        json_path = args.json or args.update
+        reruns = results.setdefault("reruns", [])
+        reruns.append({"command": command, "date": stamp, "sections": sections, "machine": machine()})
+    else:
+        results = {
+            "date": stamp,
+            "quick": quick,
+            "command": command,
+            "machine": machine(),
+            "settings": {"rounds": rounds, "runs": runs, "tvm_trials": tvm_trials, "rknn": with_rknn},
+            "sections": {},
+        }
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mfnc-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -109,11 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
-    results["seconds"] = round(time.monotonic() - started, 1)
-    results["machine"]["load_average_after"] = machine()["load_average"]
+    if args.update is not None:
+        results["reruns"][-1]["seconds"] = round(time.monotonic() - started, 1)
+        results["reruns"][-1]["load_average_after"] = machine()["load_average"]
+    else:
+        results["seconds"] = round(time.monotonic() - started, 1)
+        results["machine"]["load_average_after"] = machine()["load_average"]
     ui.write_atomic(json_path, json.dumps(results, indent=2) + "\n")
     write_report(results, docs, json_path)
-    ui.info(f"wrote {json_path} and {docs} ({results['seconds'] / 60:.1f} min)")
+    ui.info(f"wrote {json_path} and {docs} ({(time.monotonic() - started) / 60:.1f} min)")
     return 1 if results.get("failed_sections") else 0
 
 

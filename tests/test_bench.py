@@ -185,6 +185,8 @@ def _results() -> dict:
                          "auc_float": 0.62, "auc_int8": 0.63, "auc_drop": -0.01, "n_eval": 145, "int16_tensors": 1},
                         {"quantizer": "TensorFlow int8 converter", "mean_cosine": 0.996, "min_cosine": 0.994,
                          "auc_float": 0.62, "auc_int8": 0.61, "auc_drop": 0.01, "n_eval": 145},
+                        {"quantizer": "ours: kl, fused", "mean_cosine": 0.5, "min_cosine": 0.1,
+                         "auc_float": 0.62, "auc_int8": 0.5, "auc_drop": 0.12, "n_eval": 145},
                         {"quantizer": "rknn-toolkit2 (rk3588)", "error": "toolkit crashed"},
                     ],
                 }
@@ -218,6 +220,7 @@ def test_report_renders_every_section_with_ratios_plots_and_failures(tmp_path):
     ahead = text[text.index("## Where we are ahead") : text.index("## 1. Host latency")]
     assert "ncnn fp32 (pnnx) needs 1.42x fewer instructions than our C runtime, NEON (73.0 M vs 104.0 M)" in behind
     assert "TensorFlow int8 converter" not in behind  # ours is more accurate in this fixture
+    assert "our kl, fused reaches only 0.5000 mean cosine (every peer in the table does better)" in behind
     assert "our C runtime int8 (1 thread) 2.00 ms is 2.00x faster than the best peer (LiteRT fp32" in ahead
     assert "Cortex-M arena: ours 217 KiB vs TFLite Micro's minimum 910 KiB (4.19x)" in ahead
     plots = sorted(p.name for p in (page.parent / "benchmarks").glob("*.png"))

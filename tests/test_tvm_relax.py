@@ -235,3 +235,21 @@ def test_float_module_matches_the_float_executor(tmp_path, model):
     ref = ref.reshape(len(pixels), -1)
     for d, r in zip(device, ref, strict=True):
         assert np.abs(d - r).max() / np.abs(r).max() < 1e-4
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs a process allowed on 2+ cores")
+def test_sizing_tvms_thread_pool_leaves_the_process_on_every_core():
+    """TVM pins the calling thread when it sizes its pool; threads started later (onnxruntime's
+    pools, compilers) would inherit one core. `set_threads` must restore the CPU set."""
+    import threading
+
+    from compiler.backends.tvm_run import set_threads
+
+    before = os.sched_getaffinity(0)
+    set_threads(1)
+    seen: dict[str, set[int]] = {}
+    worker = threading.Thread(target=lambda: seen.setdefault("cpus", os.sched_getaffinity(0)))
+    worker.start()
+    worker.join()
+    assert os.sched_getaffinity(0) == before
+    assert seen["cpus"] == before

@@ -11,6 +11,7 @@ sets the pool size explicitly (`runtime.config_threadpool`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,15 @@ from compiler.backends.tvm_compile import build, x86_target
 
 
 def set_threads(threads: int) -> None:
-    """Size TVM's CPU thread pool (mode 0: default affinity)."""
+    """Size TVM's CPU thread pool (mode 0: default affinity).
+
+    Sizing the pool pins the calling thread to one core, and every thread or process
+    started from it afterwards inherits that mask (onnxruntime's pools, compilers run
+    by later build steps): measured, a 2-thread onnxruntime session ran at half the
+    speed of a 1-thread one. The caller's CPU set is restored."""
+    allowed = os.sched_getaffinity(0)
     tvm_ffi.get_global_func("runtime.config_threadpool")(0, int(threads))
+    os.sched_setaffinity(0, allowed)
 
 
 @dataclass
