@@ -126,37 +126,8 @@ def _extract(wheel: Path, site: Path) -> None:
 
 
 def _download(folder: Path, pins: dict[str, str]) -> dict[str, Path]:
-    """The cp311 aarch64 wheels of `pins` in `folder` (downloaded once; hand-placed ones used)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    missing = [
-        f"{d}=={v}" for d, v in pins.items() if not list(folder.glob(f"{d.replace('-', '_')}-{v}-*aarch64*.whl"))
-    ]
-    if missing:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--quiet",
-            "--no-deps",
-            "--only-binary=:all:",
-            *(arg for platform in WHEEL_PLATFORMS for arg in ("--platform", platform)),
-            *("--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "-d", str(folder)),
-            *missing,
-        ]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired:
-            raise ExternalFailure(
-                f"pip download of {', '.join(missing)} (aarch64): over {DOWNLOAD_TIMEOUT_S} s"
-            ) from None
-        if proc.returncode != 0:
-            lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if "error" in ln.lower()]
-            raise ExternalFailure(
-                f"cannot download the aarch64 wheels {', '.join(missing)}: "
-                f"{(lines or ['pip failed'])[0].strip()}; without network, put the cp311 aarch64 wheels in {folder}"
-            )
-    return tvm_runner.download_aarch64_wheels(folder, pins)  # finds them all now; same errors if not
+    """The cp311 aarch64 wheels of `pins` in `folder`, with the wider platform tags LiteRT needs."""
+    return tvm_runner.download_aarch64_wheels(folder, pins, WHEEL_PLATFORMS)
 
 
 def _stamp(pins: dict[str, str], skipped: dict[str, str], sysroot: Path) -> str:

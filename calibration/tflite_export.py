@@ -241,37 +241,44 @@ class _Writer:
         self.op(s.BuiltinOperator.RESHAPE, [x, new_shape], [y], s.BuiltinOptions.ReshapeOptions, opts)
 
     def build(self) -> bytes:
-        import flatbuffers
-
-        s = self.schema
         g = self.graph
         if g.mode != "tflite":
             raise BadInput(f"{g.name}: only a tflite-mode quantized model can be exported to .tflite (got {g.mode})")
         self.activation(g.input, g.tensors[g.input])
         for node in g.nodes:
             getattr(self, node.op)(node)
-        sub = s.SubGraphT()
-        sub.tensors = self.tensors
-        sub.inputs = [self.index[g.input]]
-        sub.outputs = [self.index[o] for o in g.outputs]
-        sub.operators = self.operators
-        sub.name = g.name
-        model = s.ModelT()
-        model.version = 3
-        model.description = f"mfnc int8 export of {g.name}"
-        model.subgraphs = [sub]
-        model.buffers = self.buffers
-        codes = []
-        for code, _ in sorted(self.opcodes.items(), key=lambda kv: kv[1]):
-            oc = s.OperatorCodeT()
-            oc.builtinCode = code
-            oc.deprecatedBuiltinCode = min(code, 127)
-            oc.version = 1
-            codes.append(oc)
-        model.operatorCodes = codes
-        builder = flatbuffers.Builder(1 << 20)
-        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-        return bytes(builder.Output())
+        inputs, outputs = [self.index[g.input]], [self.index[o] for o in g.outputs]
+        return finish_model(self, g.name, inputs, outputs, f"mfnc int8 export of {g.name}")
+
+
+def finish_model(writer, name: str, inputs: list[int], outputs: list[int], description: str) -> bytes:
+    """One subgraph of a writer's tensors, operators and buffers, packed as a .tflite file
+    (shared by the int8 and the float writer)."""
+    import flatbuffers
+
+    s = writer.schema
+    sub = s.SubGraphT()
+    sub.tensors = writer.tensors
+    sub.inputs = inputs
+    sub.outputs = outputs
+    sub.operators = writer.operators
+    sub.name = name
+    model = s.ModelT()
+    model.version = 3
+    model.description = description
+    model.subgraphs = [sub]
+    model.buffers = writer.buffers
+    codes = []
+    for code, _ in sorted(writer.opcodes.items(), key=lambda kv: kv[1]):
+        oc = s.OperatorCodeT()
+        oc.builtinCode = code
+        oc.deprecatedBuiltinCode = min(code, 127)
+        oc.version = 1
+        codes.append(oc)
+    model.operatorCodes = codes
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _nhwc(shape: tuple[int, ...]) -> list[int]:

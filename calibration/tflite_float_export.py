@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 
-from calibration.tflite_export import _nhwc, _schema, _tflite_padding
+from calibration.tflite_export import _nhwc, _schema, _tflite_padding, finish_model
 from compiler.errors import BadInput
 from compiler.ir import Graph, Node
 
@@ -365,9 +365,6 @@ class _FloatWriter:
         self.pad(node.name, x, paddings, float(node.attrs.get("value", 0.0)), [], out=y)
 
     def build(self) -> bytes:
-        import flatbuffers
-
-        s = self.schema
         g = self.graph
         if len(g.inputs) != 1:
             raise BadInput(f"{g.name}: only single-input graphs are exported to TFLite")
@@ -394,29 +391,9 @@ class _FloatWriter:
             if handler is None:
                 raise BadInput(f"{node.name}: op {node.op} is not supported by the float TFLite export")
             handler(node)
-        sub = s.SubGraphT()
-        sub.tensors = self.tensors
-        sub.inputs = [self.index[g.inputs[0]]]
-        sub.outputs = [self.activation(o) for o in g.outputs]
-        sub.operators = self.operators
-        sub.name = g.name
-        model = s.ModelT()
-        model.version = 3
+        inputs, outputs = [self.index[g.inputs[0]]], [self.activation(o) for o in g.outputs]
         kind = g.meta.get("input_kind", "normalized")
-        model.description = f"mfnc float32 export of {g.name} (NHWC input: {kind})"
-        model.subgraphs = [sub]
-        model.buffers = self.buffers
-        codes = []
-        for code, _ in sorted(self.opcodes.items(), key=lambda kv: kv[1]):
-            oc = s.OperatorCodeT()
-            oc.builtinCode = code
-            oc.deprecatedBuiltinCode = min(code, 127)
-            oc.version = 1
-            codes.append(oc)
-        model.operatorCodes = codes
-        builder = flatbuffers.Builder(1 << 20)
-        builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-        return bytes(builder.Output())
+        return finish_model(self, g.name, inputs, outputs, f"mfnc float32 export of {g.name} (NHWC input: {kind})")
 
 
 def _reordered(shape: tuple[int, ...]) -> bool:

@@ -97,7 +97,9 @@ def host_runtime_dir() -> dict[str, Path]:
     return found
 
 
-def download_aarch64_wheels(folder: Path, pins: dict[str, str]) -> dict[str, Path]:
+def download_aarch64_wheels(
+    folder: Path, pins: dict[str, str], platforms: tuple[str, ...] = AARCH64_PLATFORMS
+) -> dict[str, Path]:
     """cp311 aarch64 wheels of `pins` ({distribution: version}) in `folder`: downloaded
     once with `pip download`; wheels put there by hand (machines without network) are
     used as they are."""
@@ -117,7 +119,7 @@ def download_aarch64_wheels(folder: Path, pins: dict[str, str]) -> dict[str, Pat
             "--quiet",
             "--no-deps",
             "--only-binary=:all:",
-            *(arg for platform in AARCH64_PLATFORMS for arg in ("--platform", platform)),
+            *(arg for platform in platforms for arg in ("--platform", platform)),
             "--python-version",
             "3.11",
             "--implementation",
